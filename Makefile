@@ -1,0 +1,16 @@
+# lab8 — every entry point. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help demo test build lint unit
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+demo: ## Run the whole pipeline on the bundled sample with a private Redis
+	scripts/demo.sh
+
+test: ## Every test: fmt, clippy, unit and integration tests against real Redis
+	scripts/test.sh
+
+build: ## Build the workspace (release, all targets)
+	source scripts/lib.sh && build

@@ -1,0 +1,21 @@
+//! lab8-mart: the data mart. Consumes raw products, cleans them with Polars,
+//! sends feature rows to the model, and materialises product → cluster and
+//! per-cluster profiles from the model's predictions.
+
+pub mod clean;
+pub mod materialise;
+pub mod service;
+
+pub use service::{MartConfig, MartReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MartError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Clean(#[from] clean::CleanError),
+    #[error("polars: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+    #[error("corrupt mart table: {0}")]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,71 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lab8_mart::materialise::render_profiles;
+use lab8_mart::{service, MartConfig};
+use lab8_protocol::bus::{Bus, ConsumerOptions, RedisArgs};
+use lab8_protocol::service::{ops_router, serve_http, ConsumerArgs, Ops, RuntimeArgs, WaitReadyArgs};
+
+/// lab8-mart: cleans raw products, feeds the model, materialises clusters.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+    /// Drain what is in the streams, print the cluster profiles and exit.
+    #[arg(long)]
+    once: bool,
+    /// Health, readiness and metrics address.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    /// Least seconds between two recomputations of the cluster profiles.
+    #[arg(long, env = "PROFILE_INTERVAL_SECS", default_value_t = 5)]
+    profile_interval_secs: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Wait until every URL answers 200 (init containers).
+    WaitReady(WaitReadyArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.runtime.init();
+    if let Some(Command::WaitReady(args)) = cli.command {
+        return args.run().await;
+    }
+    let config = MartConfig {
+        consumer: cli.consumer.name(),
+        consumer_options: ConsumerOptions::from(&cli.consumer),
+        profile_interval: Duration::from_secs(cli.profile_interval_secs),
+    };
+    let ops = Ops::default();
+    if cli.once {
+        let bus = Bus::connect(&cli.redis).await?;
+        let report = service::drain(&bus, &config, &ops).await?;
+        println!(
+            "mart: {} raw entries and {} predictions processed; {} products, {} with a cluster",
+            report.raw_entries, report.prediction_entries, report.products, report.assigned
+        );
+        print!("{}", render_profiles(&report.profiles));
+        return Ok(());
+    }
+    let shutdown = cli.runtime.shutdown();
+    let (_, server) = serve_http(cli.listen, ops_router(ops.clone()), shutdown.clone())
+        .await
+        .with_context(|| format!("LISTEN_ADDR {}", cli.listen))?;
+    let bus = Bus::connect(&cli.redis).await?;
+    service::run(bus, config, ops, shutdown).await?;
+    server.await??;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The whole flow on the bundled real OpenFoodFacts sample against a real
+//! redis-server: source → mart → model (train, score) → mart, with
+//! reconciliation: every raw record ends in the mart with a cluster or in the
+//! dead-letter stream with a reason, none lost, none counted twice.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use lab8_mart::{service, MartConfig};
+use lab8_model::service::{score_stream, training_rows};
+use lab8_model::train::{train, KChoice, TrainOptions};
+use lab8_protocol::bus::{read_stream, scan_hash, Bus, ConsumerOptions};
+use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
+use lab8_protocol::service::{Ops, Shutdown};
+use lab8_protocol::testing::RedisServer;
+use lab8_source::input::ReadOptions;
+use lab8_source::Loader;
+
+fn sample_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/openfoodfacts");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tsv"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "bundled sample in {}", dir.display());
+    files
+}
+
+fn config() -> MartConfig {
+    MartConfig {
+        consumer: "test".into(),
+        consumer_options: ConsumerOptions::default(),
+        profile_interval: std::time::Duration::from_secs(1),
+    }
+}
+
+async fn dead_letters(bus: &Bus) -> Vec<BTreeMap<String, String>> {
+    let mut conn = bus.conn.clone();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(bus.keys().dead_letter_stream())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply.ids.into_iter().map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap())).collect()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_sample_reconciles_end_to_end() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("e2e:").await;
+    let keys = bus.keys().clone();
+    let mut conn = bus.conn.clone();
+
+    // Source: 17,072 rows in five files, 16,014 unique codes.
+    let files = sample_files();
+    let options = ReadOptions { category_from_file_name: true, ..Default::default() };
+    let mut loader = Loader::new(&bus);
+    let first = loader.load_files(&files, &options, 1000, false).await.unwrap();
+    assert_eq!(first.read, 17_072);
+    assert_eq!(first.sent, 16_014);
+    assert_eq!(first.duplicates, 1_058);
+    assert_eq!(first.rejected_total(), 0);
+    let again = loader.load_files(&files, &options, 1000, false).await.unwrap();
+    assert_eq!((again.sent, again.duplicates), (0, 17_072), "loading twice adds nothing");
+
+    // Mart: clean.
+    let ops = Ops::default();
+    let cleaned = service::drain(&bus, &config(), &ops).await.unwrap();
+    assert_eq!(cleaned.raw_entries, 16_014);
+    assert_eq!(cleaned.prediction_entries, 0);
+
+    // Model: train on the feature rows, score them.
+    let rows = training_rows(&bus).await.unwrap();
+    let trained =
+        train(&rows, &TrainOptions { k: KChoice::BySilhouette { min: 3, max: 6 }, n_runs: 3, ..Default::default() })
+            .unwrap();
+    let model = trained.artifact;
+    let scored =
+        score_stream(&bus, &model, &ops, "test", ConsumerOptions::default(), &Shutdown::default(), true).await.unwrap();
+    assert_eq!(scored as usize, rows.len());
+
+    // Mart: materialise.
+    let report = service::drain(&bus, &config(), &ops).await.unwrap();
+    assert_eq!(report.prediction_entries as usize, rows.len());
+
+    // Reconciliation.
+    let raw = read_stream(&mut conn, &keys.raw_stream()).await.unwrap();
+    let products: Vec<ProductRow> = scan_hash(&mut conn, &keys.mart_products())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v).unwrap())
+        .collect();
+    let assignments: BTreeMap<String, Prediction> = scan_hash(&mut conn, &keys.mart_assignments())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
+        .collect();
+    let letters = dead_letters(&bus).await;
+    let mart_letters: Vec<_> = letters.iter().filter(|l| l["stage"] == "mart").collect();
+    assert_eq!(raw.len(), 16_014);
+    assert_eq!(products.len() + mart_letters.len(), raw.len(), "every raw record is in the mart or a dead letter");
+    assert_eq!(rows.len(), products.len());
+    let letter_entries: HashSet<&str> = mart_letters.iter().map(|l| l["entry"].as_str()).collect();
+    assert_eq!(letter_entries.len(), mart_letters.len(), "no record rejected twice");
+    let raw_ids: HashSet<&str> = raw.iter().map(|e| e.id.as_str()).collect();
+    assert!(letter_entries.iter().all(|id| raw_ids.contains(id)));
+    let product_codes: HashSet<&str> = products.iter().map(|p| p.code.as_str()).collect();
+    assert!(
+        mart_letters.iter().all(|l| !product_codes.contains(l["code"].as_str())),
+        "a rejected code is not in the mart"
+    );
+    assert!(mart_letters.iter().all(|l| !l["reason"].is_empty()));
+    assert_eq!(assignments.len(), products.len(), "every product has a cluster");
+    assert!(products.iter().all(|p| assignments[&p.code].cluster < model.k as u32));
+
+    let profiles: Vec<ClusterProfile> = scan_hash(&mut conn, &keys.mart_clusters())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| serde_json::from_str(&v).unwrap())
+        .collect();
+    assert_eq!(profiles.len(), model.k);
+    assert_eq!(
+        profiles.iter().map(|p| p.count).sum::<u64>() as usize,
+        products.len(),
+        "cluster counts add up to the mart"
+    );
+    let mut sizes = vec![0u64; model.k];
+    trained.labels.iter().for_each(|&l| sizes[l] += 1);
+    let mut profile_sizes: Vec<u64> = profiles.iter().map(|p| p.count).collect();
+    profile_sizes.sort();
+    sizes.sort();
+    assert_eq!(profile_sizes, sizes, "the mart's clusters are the model's");
+
+    // Running the mart and the model again changes nothing.
+    let idle = service::drain(&bus, &config(), &ops).await.unwrap();
+    assert_eq!((idle.raw_entries, idle.prediction_entries), (0, 0));
+    assert_eq!(idle.profiles, report.profiles);
+
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for l in &mart_letters {
+        *by_reason.entry(l["reason"].clone()).or_default() += 1;
+    }
+    println!(
+        "raw {} valid {} rejected {} k {} sizes {:?}\nrejected by reason {by_reason:?}",
+        raw.len(),
+        products.len(),
+        mart_letters.len(),
+        model.k,
+        sizes
+    );
+}

@@ -1,0 +1,157 @@
+//! Messages carried on the lab8 streams and stored in the mart's tables.
+//! All are JSON in the stream entry field [`crate::keys::PAYLOAD_FIELD`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::N_FEATURES;
+
+/// A product as the source read it: identifiers and text fields normalised to
+/// one layout, nutrient values kept as the text found in the input. The mart
+/// parses and validates them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawProduct {
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nutriscore: Option<String>,
+    /// Export column (`fat_100g`, `energy-kcal_100g`, …) → value as text.
+    #[serde(default)]
+    pub nutrients: BTreeMap<String, String>,
+}
+
+/// A cleaned product, ready for the model: features in [`crate::FEATURES`] order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRow {
+    pub code: String,
+    pub x: [f64; N_FEATURES],
+}
+
+/// The model's answer for one feature row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub code: String,
+    pub cluster: u32,
+    /// Euclidean distance to the centroid in standardised feature space.
+    pub distance: f64,
+    pub model_version: String,
+}
+
+/// Where a rejected record was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Source,
+    Mart,
+    Model,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Source => "source",
+            Stage::Mart => "mart",
+            Stage::Model => "model",
+        }
+    }
+}
+
+/// A record that did not make it, with a machine-readable reason such as
+/// `out_of_range:fat_100g`. Written as stream fields, not JSON, so that
+/// `redis-cli XRANGE` reads well.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub stage: Stage,
+    pub reason: String,
+    /// Product code when one could be read, else empty.
+    pub code: String,
+    /// Stream entry id of the rejected record, when it had one.
+    pub entry_id: String,
+    /// The record as received, cut to [`DeadLetter::MAX_PAYLOAD`] bytes.
+    pub payload: String,
+}
+
+impl DeadLetter {
+    /// Longest payload kept in a dead letter.
+    pub const MAX_PAYLOAD: usize = 4096;
+
+    pub fn new(stage: Stage, reason: impl Into<String>, code: &str, entry_id: &str, payload: &[u8]) -> Self {
+        let cut = &payload[..payload.len().min(Self::MAX_PAYLOAD)];
+        Self {
+            stage,
+            reason: reason.into(),
+            code: code.to_string(),
+            entry_id: entry_id.to_string(),
+            payload: String::from_utf8_lossy(cut).into_owned(),
+        }
+    }
+
+    /// Stream fields for XADD.
+    pub fn fields(&self) -> [(&'static str, &str); 5] {
+        [
+            ("stage", self.stage.as_str()),
+            ("reason", &self.reason),
+            ("code", &self.code),
+            ("entry", &self.entry_id),
+            ("payload", &self.payload),
+        ]
+    }
+
+    /// The reason's family, without the field it names (`out_of_range:fat_100g` → `out_of_range`).
+    pub fn reason_kind(reason: &str) -> &str {
+        reason.split(':').next().unwrap_or(reason)
+    }
+}
+
+/// One row of the mart's product table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductRow {
+    pub code: String,
+    pub name: Option<String>,
+    pub categories: Option<String>,
+    pub nutriscore: Option<String>,
+    /// Clean features in [`crate::FEATURES`] order.
+    pub x: [f64; N_FEATURES],
+    /// Features whose value was imputed by the missing-value policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imputed: Vec<String>,
+}
+
+/// Per-cluster profile materialised by the mart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterProfile {
+    pub cluster: u32,
+    pub count: u64,
+    /// Mean of each feature, in [`crate::FEATURES`] order.
+    pub mean: [f64; N_FEATURES],
+    /// Most frequent categories with their product counts, most frequent first.
+    pub top_categories: Vec<(String, u64)>,
+    pub model_version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_product_round_trips_and_tolerates_missing_fields() {
+        let p: RawProduct = serde_json::from_str(r#"{"code":"1","nutrients":{"fat_100g":"1,5"}}"#).unwrap();
+        assert_eq!(p.code, "1");
+        assert_eq!(p.nutrients["fat_100g"], "1,5");
+        let back: RawProduct = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn dead_letter_cuts_payload_and_names_reason_kind() {
+        let big = vec![b'a'; 10_000];
+        let dl = DeadLetter::new(Stage::Mart, "out_of_range:fat_100g", "42", "1-0", &big);
+        assert_eq!(dl.payload.len(), DeadLetter::MAX_PAYLOAD);
+        assert_eq!(DeadLetter::reason_kind(&dl.reason), "out_of_range");
+        assert_eq!(dl.fields()[0], ("stage", "mart"));
+    }
+}

@@ -1,0 +1,180 @@
+//! The bus against a real redis-server.
+
+use std::time::Duration;
+
+use lab8_protocol::bus::{
+    add_new_products, commit, consume, read_stream, Bus, BusError, CommitTarget, ConsumerOptions, Entry, Outcome,
+    TableMode,
+};
+use lab8_protocol::service::Shutdown;
+use lab8_protocol::testing::{RedisOptions, RedisServer};
+use lab8_protocol::Keys;
+
+fn target(keys: &Keys, mode: TableMode) -> CommitTarget {
+    CommitTarget {
+        source_stream: keys.raw_stream(),
+        group: "g".into(),
+        output_stream: keys.features_stream(),
+        table: keys.mart_products(),
+        mode,
+        dead_letters: keys.dead_letter_stream(),
+        rejection_counts: keys.mart_rejections(),
+    }
+}
+
+async fn xlen(bus: &Bus, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query_async(&mut bus.conn.clone()).await.unwrap()
+}
+
+#[tokio::test]
+async fn products_are_added_once_per_code() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let mut conn = bus.conn.clone();
+    let items: Vec<(String, String)> =
+        (0..5000).map(|i| (format!("{}", i % 3000), format!("{{\"code\":\"{i}\"}}"))).collect();
+    assert_eq!(add_new_products(&mut conn, bus.keys(), &items).await.unwrap(), 3000);
+    assert_eq!(add_new_products(&mut conn, bus.keys(), &items).await.unwrap(), 0);
+    assert_eq!(xlen(&bus, &bus.keys().raw_stream()).await, 3000);
+}
+
+#[tokio::test]
+async fn a_commit_takes_effect_once_even_when_redelivered() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let keys = bus.keys().clone();
+    let mut conn = bus.conn.clone();
+    let items: Vec<(String, String)> = (0..10).map(|i| (i.to_string(), "{}".to_string())).collect();
+    add_new_products(&mut conn, &keys, &items).await.unwrap();
+    let mut consumer = bus.consumer(keys.raw_stream(), "g", "c1", ConsumerOptions::default()).await.unwrap();
+    let batch = consumer.next_batch(false).await.unwrap();
+    assert_eq!(batch.len(), 10);
+    let outcomes: Vec<(String, Outcome)> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let code = i.to_string();
+            let outcome = if i % 2 == 0 {
+                Outcome::Accepted { code: code.clone(), output: Some("{}".into()), table_value: Some("v".into()) }
+            } else {
+                Outcome::rejected(&code, "bad:thing", b"payload")
+            };
+            (e.id.clone(), outcome)
+        })
+        .collect();
+    let first = commit(&mut conn, &target(&keys, TableMode::Unique), &outcomes).await.unwrap();
+    assert_eq!((first.applied, first.duplicates), (10, 0));
+    let again = commit(&mut conn, &target(&keys, TableMode::Unique), &outcomes).await.unwrap();
+    assert_eq!(again.applied, 0, "a redelivered batch must not apply twice");
+    assert_eq!(xlen(&bus, &keys.features_stream()).await, 5);
+    assert_eq!(xlen(&bus, &keys.dead_letter_stream()).await, 5);
+    let count: u64 =
+        redis::cmd("HGET").arg(keys.mart_rejections()).arg("bad:thing").query_async(&mut conn).await.unwrap();
+    assert_eq!(count, 5);
+    assert_eq!(bus.backlog(&keys.raw_stream(), "g").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn unique_mode_turns_a_known_code_into_a_duplicate() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let keys = bus.keys().clone();
+    let mut conn = bus.conn.clone();
+    for i in 0..3 {
+        let _: String = redis::cmd("XADD")
+            .arg(keys.raw_stream())
+            .arg("*")
+            .arg("p")
+            .arg(i.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut consumer = bus.consumer(keys.raw_stream(), "g", "c1", ConsumerOptions::default()).await.unwrap();
+    let batch = consumer.next_batch(false).await.unwrap();
+    let outcomes: Vec<_> = batch
+        .iter()
+        .map(|e| {
+            (e.id.clone(), Outcome::Accepted { code: "same".into(), output: None, table_value: Some(e.id.clone()) })
+        })
+        .collect();
+    let committed = commit(&mut conn, &target(&keys, TableMode::Unique), &outcomes).await.unwrap();
+    assert_eq!((committed.applied, committed.duplicates), (3, 2));
+    let kept: String = redis::cmd("HGET").arg(keys.mart_products()).arg("same").query_async(&mut conn).await.unwrap();
+    assert_eq!(kept, batch[0].id, "the first record of a code wins");
+}
+
+#[tokio::test]
+async fn pending_entries_are_read_again_and_idle_ones_reclaimed() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let keys = bus.keys().clone();
+    let mut conn = bus.conn.clone();
+    let items: Vec<(String, String)> = (0..4).map(|i| (i.to_string(), "{}".to_string())).collect();
+    add_new_products(&mut conn, &keys, &items).await.unwrap();
+    let options =
+        ConsumerOptions { batch: 10, block: Duration::from_millis(100), claim_idle: Duration::from_millis(200) };
+    // c1 reads and "crashes" without acknowledging.
+    let mut c1 = bus.consumer(keys.raw_stream(), "g", "c1", options.clone()).await.unwrap();
+    assert_eq!(c1.next_batch(false).await.unwrap().len(), 4);
+    // Restarted under the same name, it reads its own pending entries first.
+    let mut c1_again = bus.consumer(keys.raw_stream(), "g", "c1", options.clone()).await.unwrap();
+    assert_eq!(c1_again.next_batch(false).await.unwrap().len(), 4);
+    // Another replica takes them over once they have been idle long enough.
+    let mut c2 = bus.consumer(keys.raw_stream(), "g", "c2", options).await.unwrap();
+    assert!(c2.next_batch(false).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let claimed = c2.next_batch(false).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed.iter().all(|e| e.payload.as_deref() == Some(b"{}".as_slice())));
+}
+
+#[tokio::test]
+async fn consume_drains_and_retries_a_failing_batch() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let keys = bus.keys().clone();
+    let items: Vec<(String, String)> = (0..25).map(|i| (i.to_string(), "{}".to_string())).collect();
+    add_new_products(&mut bus.conn.clone(), &keys, &items).await.unwrap();
+    let options = ConsumerOptions { batch: 10, ..Default::default() };
+    let mut consumer = bus.consumer(keys.raw_stream(), "g", "c", options).await.unwrap();
+    let mut seen = Vec::new();
+    let mut failures = 0;
+    let handled = consume(&mut consumer, &Shutdown::default(), true, async |batch: &[Entry]| {
+        if failures < 2 {
+            failures += 1;
+            return Err("transient");
+        }
+        seen.extend(batch.iter().map(|e| e.id.clone()));
+        Ok(())
+    })
+    .await;
+    assert_eq!(handled, 25);
+    assert_eq!(seen.len(), 25, "the failed batch was retried, not skipped");
+    let all = read_stream(&mut bus.conn.clone(), &keys.raw_stream()).await.unwrap();
+    assert_eq!(all.len(), 25);
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_fast_without_showing_it() {
+    let redis = RedisServer::start_with(RedisOptions { password: Some("s3cret-pw".into()), aof: false });
+    assert!(Bus::connect(&redis.args("t:")).await.is_ok());
+    let mut wrong = redis.args("t:");
+    std::fs::write(wrong.password_file.as_ref().unwrap(), "not-it").unwrap();
+    let err = Bus::connect(&wrong).await.err().expect("wrong password refused");
+    assert!(matches!(err, BusError::Auth { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("REDIS_PASSWORD") && !text.contains("not-it") && !text.contains("s3cret"), "{text}");
+    wrong.password_file = None;
+    let err = Bus::connect(&wrong).await.err().expect("no password refused");
+    assert!(matches!(err, BusError::Auth { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_after_the_timeout_naming_the_setting() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut args = lab8_protocol::bus::RedisArgs::for_url(format!("redis://127.0.0.1:{port}"), "t:");
+    args.connect_timeout_secs = 1;
+    let err = Bus::connect(&args).await.err().expect("unreachable");
+    assert!(err.to_string().starts_with("REDIS_URL"), "{err}");
+}

@@ -1,0 +1,99 @@
+//! Live ingest: `POST /products` takes one product or a batch (JSON, the
+//! export's flat layout or the protocol's), plus the ops endpoints.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use lab8_protocol::service::{ops_router, Ops};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::input::records_from_json_body;
+use crate::loader::Loader;
+
+/// Default largest accepted body (`MAX_BODY_BYTES`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    loader: std::sync::Arc<Mutex<Loader>>,
+    ops: Ops,
+}
+
+/// Answer to a `POST /products`.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub received: u64,
+    pub sent: u64,
+    pub duplicates: u64,
+    /// Index in the batch and reason of each rejected item.
+    pub rejected: Vec<RejectedItem>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RejectedItem {
+    pub location: String,
+    pub reason: String,
+}
+
+/// An error answered as JSON `{"error": …}` with its status.
+struct AppError(StatusCode, String);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<IngestResponse>, AppError> {
+    let records = records_from_json_body(&body).map_err(|e| AppError(StatusCode::BAD_REQUEST, e))?;
+    let rejected: Vec<RejectedItem> = records
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|r| RejectedItem { location: r.location.clone(), reason: r.reason.clone() })
+        .collect();
+    let summary = {
+        let mut loader = state.loader.lock().await;
+        loader.send(records).await.map_err(|e| {
+            tracing::error!(error = %e, "ingest failed: Redis unavailable");
+            AppError(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later".into())
+        })?
+    };
+    let metrics = &state.ops.metrics;
+    metrics.inc("lab8_source_records_total", "Records received over HTTP", &[("outcome", "sent")], summary.sent);
+    metrics.inc(
+        "lab8_source_records_total",
+        "Records received over HTTP",
+        &[("outcome", "duplicate")],
+        summary.duplicates,
+    );
+    for (reason, n) in &summary.rejected {
+        metrics.inc(
+            "lab8_source_rejected_total",
+            "Records rejected by the source, by reason",
+            &[("reason", reason)],
+            *n,
+        );
+    }
+    tracing::info!(
+        received = summary.read,
+        sent = summary.sent,
+        duplicates = summary.duplicates,
+        rejected = summary.rejected_total(),
+        "ingest batch"
+    );
+    Ok(Json(IngestResponse { received: summary.read, sent: summary.sent, duplicates: summary.duplicates, rejected }))
+}
+
+/// The source's HTTP API.
+pub fn router(loader: Loader, ops: Ops, max_body_bytes: usize) -> Router {
+    let state = AppState { loader: std::sync::Arc::new(Mutex::new(loader)), ops: ops.clone() };
+    Router::new()
+        .route("/products", post(ingest))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .merge(ops_router(ops))
+}

@@ -1,0 +1,168 @@
+//! Sends products to the raw stream, idempotent by product code, and
+//! rejected records to the dead-letter stream.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lab8_protocol::bus::{self, Bus};
+use lab8_protocol::messages::{DeadLetter, Stage};
+use lab8_protocol::Keys;
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+
+use crate::input::{read_file, ReadOptions, SourceRecord};
+
+/// Counts of one load (or one HTTP batch).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LoadSummary {
+    /// Records read from the input.
+    pub read: u64,
+    /// Products added to the raw stream.
+    pub sent: u64,
+    /// Products whose code was already loaded.
+    pub duplicates: u64,
+    /// Records sent to the dead-letter stream, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+impl LoadSummary {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    fn add(&mut self, other: &LoadSummary) {
+        self.read += other.read;
+        self.sent += other.sent;
+        self.duplicates += other.duplicates;
+        for (reason, n) in &other.rejected {
+            *self.rejected.entry(reason.clone()).or_default() += n;
+        }
+    }
+}
+
+impl std::fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = if self.seconds > 0.0 { self.read as f64 / self.seconds } else { 0.0 };
+        writeln!(f, "read        {:>10}", self.read)?;
+        writeln!(f, "sent        {:>10}", self.sent)?;
+        writeln!(f, "duplicates  {:>10}", self.duplicates)?;
+        writeln!(f, "rejected    {:>10}", self.rejected_total())?;
+        for (reason, n) in &self.rejected {
+            writeln!(f, "  {reason:<30} {n:>8}")?;
+        }
+        write!(f, "time        {:>10.2} s ({rate:.0} records/s)", self.seconds)
+    }
+}
+
+/// Writes to the bus for the source.
+#[derive(Clone)]
+pub struct Loader {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl Loader {
+    pub fn new(bus: &Bus) -> Self {
+        Self { conn: bus.conn.clone(), keys: bus.keys().clone() }
+    }
+
+    /// Sends one chunk: products (new codes only) and rejections (as dead letters).
+    pub async fn send(&mut self, records: Vec<SourceRecord>) -> Result<LoadSummary, RedisError> {
+        let mut summary = LoadSummary { read: records.len() as u64, ..Default::default() };
+        let mut products = Vec::with_capacity(records.len());
+        let mut dead_letters = Vec::new();
+        for record in records {
+            match record {
+                Ok(product) => {
+                    let payload = serde_json::to_string(&product).expect("RawProduct serialises");
+                    products.push((product.code, payload));
+                }
+                Err(rejection) => {
+                    tracing::debug!(reason = %rejection.reason, location = %rejection.location, "record rejected");
+                    *summary.rejected.entry(rejection.reason.clone()).or_default() += 1;
+                    dead_letters.push(DeadLetter::new(
+                        Stage::Source,
+                        rejection.reason,
+                        &rejection.code,
+                        &rejection.location,
+                        &rejection.raw,
+                    ));
+                }
+            }
+        }
+        if !products.is_empty() {
+            summary.sent = bus::add_new_products(&mut self.conn, &self.keys, &products).await?;
+            summary.duplicates = products.len() as u64 - summary.sent;
+        }
+        bus::add_dead_letters(&mut self.conn, &self.keys, &dead_letters).await?;
+        Ok(summary)
+    }
+
+    /// Loads files in chunks of `chunk` records: a reader thread parses while
+    /// this task sends, with a bounded queue between them (constant memory).
+    pub async fn load_files(
+        &mut self,
+        paths: &[PathBuf],
+        options: &ReadOptions,
+        chunk: usize,
+        progress: bool,
+    ) -> anyhow::Result<LoadSummary> {
+        let started = Instant::now();
+        let mut opened = Vec::new();
+        let mut total_bytes = 0;
+        for path in paths {
+            let (records, size, position) =
+                read_file(path, options).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            total_bytes += size;
+            opened.push((records, position));
+        }
+        let bar = if progress { ProgressBar::new(total_bytes) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
+                .expect("progress template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let positions: Vec<_> = opened.iter().map(|(_, p)| p.clone()).collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<SourceRecord>>(4);
+        let reader = tokio::task::spawn_blocking(move || {
+            for (records, _) in opened {
+                let mut batch = Vec::with_capacity(chunk);
+                for record in records {
+                    batch.push(record);
+                    if batch.len() == chunk {
+                        if tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut summary = LoadSummary::default();
+        while let Some(batch) = rx.recv().await {
+            let sent = self.send(batch).await?;
+            summary.add(&sent);
+            bar.set_position(positions.iter().map(|p| p.load(Ordering::Relaxed)).sum());
+            let rate = summary.read as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{} records ({rate:.0}/s), {} new", summary.read, summary.sent));
+        }
+        reader.await?;
+        bar.finish_and_clear();
+        summary.seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            read = summary.read,
+            sent = summary.sent,
+            duplicates = summary.duplicates,
+            rejected = summary.rejected_total(),
+            "load finished"
+        );
+        Ok(summary)
+    }
+}

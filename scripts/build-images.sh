@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds the lab8 images (source, mart, model, redis), tagged with the
+# workspace version, from Dockerfiles/ — here, without any registry:
+#  - starts dockerd (installing docker.io from apt) when no engine answers;
+#  - makes local base images from a debootstrap'd Debian 12 rootfs when the
+#    standard ones are absent: lab8/debian-cc (glibc + libgcc only, like
+#    distroless/cc) and lab8/debian-redis (the redis-server package);
+#  - builds the binaries on the host (same glibc as the base) and passes
+#    BINARIES=prebuilt, so no Rust image is needed.
+# Prints each image's size. Env: IMAGE_PREFIX (default lab8), TAG (default
+# the workspace version).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$LAB8_ROOT"
+
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+TAG=${TAG:-$VERSION}
+PREFIX=${IMAGE_PREFIX:-lab8}
+[ "$TAG" != latest ] || die "refusing the tag 'latest': pin a version"
+ROOTFS_CACHE=${ROOTFS_CACHE:-$HOME/.cache/lab8/rootfs}
+CC_BASE=lab8/debian-cc:12
+REDIS_BASE=lab8/debian-redis:12
+
+ensure_docker() {
+  if ! command -v dockerd >/dev/null; then
+    apt_install docker.io
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    log "no Docker engine answers: starting dockerd (log in /var/log/lab8-dockerd.log)"
+    (setsid dockerd >/var/log/lab8-dockerd.log 2>&1 &)
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || die "dockerd did not start: see /var/log/lab8-dockerd.log"
+  fi
+}
+
+# A client that can use BuildKit (skips unused stages): docker with buildx,
+# else Debian's 20.10 client, whose BuildKit is built in.
+pick_docker_client() {
+  if docker buildx version >/dev/null 2>&1; then
+    DOCKER=(docker)
+  elif [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
+    DOCKER=(/usr/bin/docker)
+  else
+    die "BuildKit needed: install docker-buildx (or Debian's docker.io client)"
+  fi
+  export DOCKER_BUILDKIT=1
+}
+
+# The debootstrap'd Debian 12 rootfs (minbase + redis-server), cached as a tarball.
+rootfs_tarball() {
+  local tarball=$ROOTFS_CACHE/bookworm-redis.tar
+  if [ ! -s "$tarball" ]; then
+    apt_install debootstrap
+    local dir; dir=$(mktemp -d "$ROOTFS_CACHE.XXXXXX")
+    log "debootstrap Debian 12 (minbase + redis-server) into $dir"
+    mkdir -p "$ROOTFS_CACHE"
+    debootstrap --variant=minbase --include=redis-server bookworm "$dir" http://deb.debian.org/debian >"$dir.log" 2>&1 \
+      || die "debootstrap failed: see $dir.log"
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    tar -C "$dir" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$dir" "$dir.log"
+  fi
+  echo "$tarball"
+}
+
+# lab8/debian-cc: only the loader, glibc, libm and libgcc_s from the rootfs,
+# plus a nonroot user (65532, as distroless) and /tmp.
+make_cc_base() {
+  local tarball=$1 work; work=$(mktemp -d)
+  local libs="lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 lib/x86_64-linux-gnu/libc.so.6 lib/x86_64-linux-gnu/libm.so.6
+    lib/x86_64-linux-gnu/libgcc_s.so.1 lib/x86_64-linux-gnu/libpthread.so.0 lib/x86_64-linux-gnu/libdl.so.2
+    lib/x86_64-linux-gnu/librt.so.1 lib64/ld-linux-x86-64.so.2 usr/lib/x86_64-linux-gnu/libc.so.6
+    usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 usr/lib/x86_64-linux-gnu/libm.so.6 usr/lib/x86_64-linux-gnu/libgcc_s.so.1
+    usr/lib/x86_64-linux-gnu/libpthread.so.0 usr/lib/x86_64-linux-gnu/libdl.so.2 usr/lib/x86_64-linux-gnu/librt.so.1
+    usr/share/doc/libc6/copyright usr/share/doc/libgcc-s1/copyright"
+  mkdir -p "$work/full" "$work/cc"
+  # shellcheck disable=SC2086
+  tar -C "$work/full" -xf "$tarball" ./usr/lib/x86_64-linux-gnu ./usr/lib64 ./usr/share/doc/libc6 ./usr/share/doc/libgcc-s1 ./lib ./lib64 2>/dev/null || true
+  for f in $libs; do
+    [ -e "$work/full/$f" ] || [ -L "$work/full/$f" ] || continue
+    mkdir -p "$work/cc/$(dirname "$f")"
+    cp -a "$work/full/$f" "$work/cc/$f"
+    # Follow a symlink's target so the image holds the real file.
+    if [ -L "$work/full/$f" ]; then
+      local target; target=$(readlink -f "$work/full/$f")
+      local rel=${target#"$work/full/"}
+      mkdir -p "$work/cc/$(dirname "$rel")"; cp -a "$target" "$work/cc/$rel"
+    fi
+  done
+  mkdir -p "$work/cc/etc" "$work/cc/tmp" "$work/cc/home/nonroot"
+  chmod 1777 "$work/cc/tmp"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$work/cc/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$work/cc/etc/group"
+  chown 65532:65532 "$work/cc/home/nonroot"
+  tar -C "$work/cc" -c . | docker import \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' --change 'USER 65532:65532' \
+    --message "glibc + libgcc from a debootstrap'd Debian 12 (lab8 build-images.sh)" - "$CC_BASE" >/dev/null
+  rm -rf "$work"
+}
+
+ensure_base_images() {
+  local need=()
+  docker image inspect "$CC_BASE" >/dev/null 2>&1 || need+=(cc)
+  docker image inspect "$REDIS_BASE" >/dev/null 2>&1 || need+=(redis)
+  [ ${#need[@]} -eq 0 ] && return 0
+  local tarball; tarball=$(rootfs_tarball)
+  if [[ " ${need[*]} " == *" cc "* ]]; then log "making $CC_BASE"; make_cc_base "$tarball"; fi
+  if [[ " ${need[*]} " == *" redis "* ]]; then
+    log "making $REDIS_BASE"
+    docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$REDIS_BASE" >/dev/null
+  fi
+}
+
+stage_binaries() {
+  build
+  mkdir -p build/bin
+  for svc in source mart model; do
+    # Stripped copies: symbols are for profiling the host build, not for images.
+    strip -o "build/bin/lab8-$svc" "$LAB8_BIN/lab8-$svc"
+  done
+}
+
+main() {
+  ensure_docker
+  pick_docker_client
+  ensure_base_images
+  stage_binaries
+  for svc in source mart model; do
+    log "building $PREFIX/$svc:$TAG"
+    "${DOCKER[@]}" build -q -f "Dockerfiles/$svc.Dockerfile" -t "$PREFIX/$svc:$TAG" \
+      --build-arg BINARIES=prebuilt --build-arg RUNTIME_IMAGE="$CC_BASE" --build-arg VERSION="$TAG" . >/dev/null
+  done
+  log "building $PREFIX/redis:$TAG"
+  "${DOCKER[@]}" build -q -f Dockerfiles/redis.Dockerfile -t "$PREFIX/redis:$TAG" \
+    --build-arg REDIS_IMAGE="$REDIS_BASE" --build-arg VERSION="$TAG" . >/dev/null
+  printf '%-24s %10s\n' image size
+  for name in source mart model redis; do
+    local bytes; bytes=$(docker image inspect --format '{{.Size}}' "$PREFIX/$name:$TAG")
+    awk -v n="$PREFIX/$name:$TAG" -v b="$bytes" 'BEGIN { printf "%-24s %7.1f MB\n", n, b / 1e6 }'
+  done
+}
+
+main "$@"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test of the project; `.ci/run` calls `make test`, which runs this.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$LAB8_ROOT"
+
+ensure_redis
+ensure_rust
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+build
+log "cargo clippy -D warnings"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+log "cargo test (real redis-server per test)"
+cargo test --release --workspace --locked

@@ -1,0 +1,173 @@
+"""Offline tests of the Kubernetes manifests: render every overlay, validate it
+against the Kubernetes 1.34 OpenAPI schemas, and enforce the policies."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import pathlib
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import policy
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+OVERLAYS = ["minikube", "production"]
+KUBERNETES_VERSION = "1.34.0"
+
+
+def render(overlay: str) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s/overlays" / overlay)], check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def docs(request):
+    return render(request.param)
+
+
+@pytest.fixture(scope="module")
+def minikube():
+    return render("minikube")
+
+
+def test_renders_and_validates_against_the_schemas(docs):
+    assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "LimitRange", "ResourceQuota", "NetworkPolicy", "PodDisruptionBudget"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("check", [policy.check_resources, policy.check_probes, policy.check_security, policy.check_images, policy.check_configmap_sizes, policy.check_labels, policy.check_addresses, policy.check_rollout])
+def test_policy(docs, check):
+    assert check(docs) == []
+
+
+def test_every_service_has_a_deployment_and_redis_a_statefulset(minikube):
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in minikube}
+    for name in ("lab8-source", "lab8-mart", "lab8-model"):
+        assert ("Deployment", name) in kinds and ("Service", name) in kinds and ("PodDisruptionBudget", name) in kinds
+    assert ("StatefulSet", "lab8-redis") in kinds
+
+
+def find(docs, kind, prefix):
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(prefix))
+
+
+def test_model_zip_shipped_as_configmap_and_unpacked_by_the_model_image(minikube):
+    cm = find(minikube, "ConfigMap", "lab8-model-artifact-")
+    assert list(cm["binaryData"]) == ["model-lab5-1.0.0.zip"]
+    model = find(minikube, "Deployment", "lab8-model")
+    spec = policy.pod_spec(model)
+    unpack = spec["initContainers"][0]
+    assert unpack["image"].split(":")[0] == spec["containers"][0]["image"].split(":")[0] == "lab8/model"
+    assert unpack["args"] == ["unpack", "/model-zip/model-lab5-1.0.0.zip", "/opt/model"]
+    assert {"name": "model", "mountPath": "/opt/model", "readOnly": True} in spec["containers"][0]["volumeMounts"]
+    assert policy.config_env(minikube)["MODEL_DIR"] == "/opt/model"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["model-zip"]["configMap"]["name"] == cm["metadata"]["name"]
+    assert "emptyDir" in volumes["model"]
+
+
+def test_committed_artifact_is_the_one_kustomize_ships():
+    dist = (ROOT / "dist/model-lab5-1.0.0.zip").read_bytes()
+    shipped = (ROOT / "k8s/base/model/model-lab5-1.0.0.zip").read_bytes()
+    assert hashlib.sha256(dist).hexdigest() == hashlib.sha256(shipped).hexdigest(), "run `make model-sync`"
+    assert len(dist) < policy.CLIENT_SIDE_APPLY_LIMIT, "above 256 KiB: document kubectl apply --server-side"
+
+
+def test_start_order_source_mart_model(minikube):
+    mart = policy.pod_spec(find(minikube, "Deployment", "lab8-mart"))
+    model = policy.pod_spec(find(minikube, "Deployment", "lab8-model"))
+    assert mart["initContainers"][-1]["args"] == ["wait-ready", "http://lab8-source:8080/readyz"]
+    assert model["initContainers"][-1]["args"] == ["wait-ready", "http://lab8-mart:8081/readyz"]
+
+
+def test_redis_secret_persistence_and_memory(minikube):
+    secret = find(minikube, "Secret", "lab8-redis-")
+    assert set(secret["data"]) == {"password", "redis-auth.conf"}
+    config = find(minikube, "ConfigMap", "lab8-redis-config-")["data"]["redis.conf"]
+    assert "requirepass" not in config.replace("include /run/secrets/lab8-redis/redis-auth.conf", "")
+    assert "appendonly yes" in config and "maxmemory-policy noeviction" in config
+    maxmemory = policy.quantity(next(l.split()[1] for l in config.splitlines() if l.startswith("maxmemory ")).replace("mb", "Mi"))
+    redis = find(minikube, "StatefulSet", "lab8-redis")
+    limit = policy.quantity(policy.pod_spec(redis)["containers"][0]["resources"]["limits"]["memory"])
+    assert maxmemory < 0.8 * limit
+    for doc in minikube:
+        if doc["kind"] != "Secret":
+            assert "requirepass " not in yaml.safe_dump(doc).replace("requirepass", "", 0) or doc["kind"] == "ConfigMap"
+    assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_only_lab8_services_reach_redis(minikube):
+    netpol = find(minikube, "NetworkPolicy", "lab8-redis")
+    allowed = netpol["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    assert sorted(allowed) == ["mart", "model", "source"]
+    assert find(minikube, "NetworkPolicy", "lab8-default-deny")["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_minikube_fits_a_two_cpu_four_gib_node_with_surge(minikube):
+    cpu = policy.footprint(minikube, "cpu")
+    memory = policy.footprint(minikube, "memory")
+    assert cpu <= 2 * 0.75, f"requests {cpu} CPU leave no room for the system on 2 CPUs"
+    assert memory <= 4 * 2**30 * 0.5
+    quota = find(minikube, "ResourceQuota", "lab8-quota")["spec"]["hard"]
+    assert policy.quantity(quota["requests.cpu"]) >= cpu
+    assert policy.quantity(quota["requests.memory"]) >= memory
+
+
+def test_production_scales_out():
+    docs = render("production")
+    for name in ("lab8-mart", "lab8-model"):
+        assert find(docs, "Deployment", name)["spec"]["replicas"] >= 3
+        assert find(docs, "HorizontalPodAutoscaler", name)["spec"]["scaleTargetRef"]["name"] == name
+    quota = find(docs, "ResourceQuota", "lab8-quota")["spec"]["hard"]
+    assert policy.quantity(quota["requests.cpu"]) >= policy.footprint(docs, "cpu")
+
+
+def test_no_deprecated_kustomize_fields():
+    for path in (ROOT / "k8s").rglob("kustomization.yaml"):
+        text = yaml.safe_load(path.read_text())
+        for field in ("commonLabels", "bases", "patchesStrategicMerge", "vars", "patchesJson6902"):
+            assert field not in text, f"{path}: {field} is deprecated"
+
+
+# The checks themselves must catch what they are for.
+
+def mutated(docs, mutate):
+    docs = copy.deepcopy(docs)
+    mutate(docs)
+    return docs
+
+
+def main_container(docs, name):
+    return policy.pod_spec(find(docs, "Deployment", name))["containers"][0]
+
+
+def test_checks_catch_violations(minikube):
+    assert policy.check_resources(mutated(minikube, lambda d: main_container(d, "lab8-mart")["resources"].pop("limits")))
+    assert policy.check_resources(mutated(minikube, lambda d: policy.pod_spec(find(d, "Deployment", "lab8-model"))["initContainers"][0].pop("resources")))
+    assert policy.check_probes(mutated(minikube, lambda d: main_container(d, "lab8-source").pop("livenessProbe")))
+    assert policy.check_security(mutated(minikube, lambda d: main_container(d, "lab8-model")["securityContext"].update(readOnlyRootFilesystem=False)))
+    assert policy.check_security(mutated(minikube, lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart")).pop("automountServiceAccountToken")))
+    assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart:latest")))
+    assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart")))
+    big = lambda d: find(d, "ConfigMap", "lab8-model-artifact-")["binaryData"].update({"model-lab5-1.0.0.zip": "A" * (policy.CONFIGMAP_LIMIT + 1)})
+    assert policy.check_configmap_sizes(mutated(minikube, big))
+    assert policy.check_addresses(mutated(minikube, lambda d: find(d, "Service", "lab8-redis")["metadata"].update(name="redis")))
+    wrong_wait = lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart"))["initContainers"][0].update(args=["wait-ready", "http://lab8-src:8080/readyz"])
+    assert policy.check_addresses(mutated(minikube, wrong_wait))
+    assert policy.check_rollout(mutated(minikube, lambda d: find(d, "Deployment", "lab8-source")["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)))
+
+
+def test_versions_agree_with_the_workspace(docs):
+    version = next(l.split('"')[1] for l in (ROOT / "Cargo.toml").read_text().splitlines() if l.startswith("version = "))
+    for doc in docs:
+        labels = doc["metadata"].get("labels", {})
+        if "app.kubernetes.io/version" in labels:
+            assert labels["app.kubernetes.io/version"] == version, policy.where(doc)
+    for doc in policy.workloads(docs):
+        for _, c in policy.all_containers(doc):
+            assert c["image"].endswith(":" + version), f"{policy.where(doc, c)}: {c['image']}"
