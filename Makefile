@@ -14,3 +14,10 @@ test: ## Every test: fmt, clippy, unit and integration tests against real Redis
 
 build: ## Build the workspace (release, all targets)
 	source scripts/lib.sh && build
+
+.PHONY: model-sync k8s-test
+model-sync: ## Copy dist/model-lab5-1.0.0.zip into the kustomize tree
+	cp dist/model-lab5-1.0.0.zip k8s/base/model/model-lab5-1.0.0.zip
+
+k8s-test: ## Offline manifest tests (render, schemas, policies)
+	scripts/k8s-test.sh

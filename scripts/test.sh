@@ -14,3 +14,6 @@ log "cargo clippy -D warnings"
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 log "cargo test (real redis-server per test)"
 cargo test --release --workspace --locked
+
+log "Kubernetes manifests (offline)"
+scripts/k8s-test.sh

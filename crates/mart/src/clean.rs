@@ -37,6 +37,7 @@ const IMPUTED_WHEN_MISSING: &[(&str, f64)] = &[("fiber_g", 0.0)];
 
 /// The verdict on one record.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "most verdicts are Clean; boxing would add an allocation per record")]
 pub enum Verdict {
     Clean { features: FeatureRow, product: ProductRow },
     Rejected { reason: String },

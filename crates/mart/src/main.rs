@@ -57,7 +57,11 @@ async fn main() -> anyhow::Result<()> {
             "mart: {} raw entries and {} predictions processed; {} products, {} with a cluster",
             report.raw_entries, report.prediction_entries, report.products, report.assigned
         );
-        print!("{}", render_profiles(&report.profiles));
+        if report.profiles.is_empty() {
+            println!("no clusters yet: score the feature rows with lab8-model, then run the mart again");
+        } else {
+            print!("{}", render_profiles(&report.profiles));
+        }
         return Ok(());
     }
     let shutdown = cli.runtime.shutdown();

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use lab8_mart::{service, MartConfig};
 use lab8_model::service::{score_stream, training_rows};
-use lab8_model::train::{train, KChoice, TrainOptions};
+use lab8_model::train::{train, TrainOptions};
+use lab8_model::ModelArtifact;
 use lab8_protocol::bus::{read_stream, scan_hash, Bus, ConsumerOptions};
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
 use lab8_protocol::service::{Ops, Shutdown};
@@ -75,10 +76,16 @@ async fn bundled_sample_reconciles_end_to_end() {
 
     // Model: train on the feature rows, score them.
     let rows = training_rows(&bus).await.unwrap();
-    let trained =
-        train(&rows, &TrainOptions { k: KChoice::BySilhouette { min: 3, max: 6 }, n_runs: 3, ..Default::default() })
-            .unwrap();
+    // The defaults, as `lab8-model train` uses them: the result must be the
+    // artifact committed in dist/ (training is deterministic).
+    let trained = train(&rows, &TrainOptions::default()).unwrap();
     let model = trained.artifact;
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dist/model-lab5-1.0.0.zip");
+    assert_eq!(
+        ModelArtifact::read_zip(&committed).unwrap(),
+        model,
+        "dist/model-lab5-1.0.0.zip is not what training on the sample gives: run `make demo` and commit it"
+    );
     let scored =
         score_stream(&bus, &model, &ops, "test", ConsumerOptions::default(), &Shutdown::default(), true).await.unwrap();
     assert_eq!(scored as usize, rows.len());

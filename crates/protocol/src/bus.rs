@@ -649,7 +649,7 @@ mod tests {
 
     #[test]
     fn invalid_url_names_the_setting() {
-        let err = RedisArgs::for_url("not a url", "x:").client().err().expect("must fail");
+        let err = RedisArgs::for_url("not a url", "x:").client().expect_err("must fail");
         assert!(err.to_string().starts_with("REDIS_URL"), "{err}");
     }
 

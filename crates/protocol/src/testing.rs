@@ -2,7 +2,7 @@
 //! temporary directory, stopped when dropped.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,7 @@ impl RedisServer {
         if let Some(password) = &self.password {
             let file = self.dir.path().join("password");
             std::fs::write(&file, password).expect("password file");
-            args.password_file = Some(PathBuf::from(file));
+            args.password_file = Some(file);
         }
         args
     }

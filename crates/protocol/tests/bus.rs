@@ -161,12 +161,12 @@ async fn a_wrong_password_fails_fast_without_showing_it() {
     assert!(Bus::connect(&redis.args("t:")).await.is_ok());
     let mut wrong = redis.args("t:");
     std::fs::write(wrong.password_file.as_ref().unwrap(), "not-it").unwrap();
-    let err = Bus::connect(&wrong).await.err().expect("wrong password refused");
+    let err = Bus::connect(&wrong).await.map(|_| ()).expect_err("wrong password refused");
     assert!(matches!(err, BusError::Auth { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("REDIS_PASSWORD") && !text.contains("not-it") && !text.contains("s3cret"), "{text}");
     wrong.password_file = None;
-    let err = Bus::connect(&wrong).await.err().expect("no password refused");
+    let err = Bus::connect(&wrong).await.map(|_| ()).expect_err("no password refused");
     assert!(matches!(err, BusError::Auth { .. }), "{err}");
 }
 
@@ -175,6 +175,6 @@ async fn an_unreachable_redis_fails_after_the_timeout_naming_the_setting() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut args = lab8_protocol::bus::RedisArgs::for_url(format!("redis://127.0.0.1:{port}"), "t:");
     args.connect_timeout_secs = 1;
-    let err = Bus::connect(&args).await.err().expect("unreachable");
+    let err = Bus::connect(&args).await.map(|_| ()).expect_err("unreachable");
     assert!(err.to_string().starts_with("REDIS_URL"), "{err}");
 }

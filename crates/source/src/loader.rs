@@ -134,10 +134,10 @@ impl Loader {
                 let mut batch = Vec::with_capacity(chunk);
                 for record in records {
                     batch.push(record);
-                    if batch.len() == chunk {
-                        if tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err() {
-                            return;
-                        }
+                    if batch.len() == chunk
+                        && tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err()
+                    {
+                        return;
                     }
                 }
                 if !batch.is_empty() && tx.blocking_send(batch).is_err() {

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The images, run as containers on a private Docker network with the env the
+# cluster uses: Redis (password from a mounted secret file, the cluster's
+# redis.conf), source, mart, and model with MODEL_DIR pointing at the artifact
+# unpacked by the model image itself. Pushes the bundled sample in through the
+# source image, reconciles the mart, reads the mart's and the model's logs.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$LAB8_ROOT"
+
+scripts/build-images.sh
+DOCKER=(docker)
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+TAG=${TAG:-$VERSION}
+PREFIX=${IMAGE_PREFIX:-lab8}
+RUN=lab8-it-$$
+WORK=$(mktemp -d)
+passed=0; failed=0
+
+cleanup() {
+  docker rm -f "$RUN-redis" "$RUN-source" "$RUN-mart" "$RUN-model" >/dev/null 2>&1 || true
+  docker network rm "$RUN" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+check() { # check DESCRIPTION COMMAND...
+  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
+}
+
+# The cluster's secret layout: password and redis-auth.conf, readable by the
+# redis (999) and service (65532) users.
+mkdir -p "$WORK/secret" "$WORK/model" "$WORK/redis"
+head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$WORK/secret/password"
+printf 'requirepass %s\n' "$(cat "$WORK/secret/password")" >"$WORK/secret/redis-auth.conf"
+chmod 644 "$WORK/secret/"*
+cp k8s/base/redis/redis.conf "$WORK/redis/redis.conf"
+chown 65532:65532 "$WORK/model"
+
+docker network create --internal "$RUN" >/dev/null
+common=(--network "$RUN" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
+        -v "$WORK/secret:/run/secrets/lab8-redis:ro" --env-file k8s/base/config.env)
+
+log "starting redis"
+docker run -d --name "$RUN-redis" --network-alias lab8-redis "${common[@]}" --user 999:999 \
+  --tmpfs /data:uid=999,gid=999 -v "$WORK/redis/redis.conf:/etc/redis/redis.conf:ro" "$PREFIX/redis:$TAG" >/dev/null
+redis_cli() { docker exec "$RUN-redis" sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
+for _ in $(seq 50); do [ "$(redis_cli ping 2>/dev/null)" = PONG ] && break; sleep 0.2; done
+check "redis answers with the password" test "$(redis_cli ping)" = PONG
+check "redis refuses clients without it" sh -c "docker exec $RUN-redis redis-cli ping 2>&1 | grep -q NOAUTH"
+
+log "starting source, mart and model in the cluster's order"
+docker run -d --name "$RUN-source" --network-alias lab8-source "${common[@]}" \
+  -e LISTEN_ADDR=0.0.0.0:8080 -e CONSUMER_NAME="$RUN-source" "$PREFIX/source:$TAG" serve >/dev/null
+docker run --rm "${common[@]}" "$PREFIX/mart:$TAG" wait-ready --timeout-secs 60 http://lab8-source:8080/readyz
+docker run -d --name "$RUN-mart" --network-alias lab8-mart "${common[@]}" \
+  -e LISTEN_ADDR=0.0.0.0:8081 -e CONSUMER_NAME="$RUN-mart" "$PREFIX/mart:$TAG" >/dev/null
+# The init container's job, done by the model image itself.
+docker run --rm "${common[@]}" -v "$LAB8_ROOT/dist:/model-zip:ro" -v "$WORK/model:/opt/model" \
+  "$PREFIX/model:$TAG" unpack /model-zip/model-lab5-1.0.0.zip /opt/model
+docker run --rm "${common[@]}" "$PREFIX/model:$TAG" wait-ready --timeout-secs 60 http://lab8-mart:8081/readyz
+docker run -d --name "$RUN-model" --network-alias lab8-model "${common[@]}" -v "$WORK/model:/opt/model:ro" \
+  -e LISTEN_ADDR=0.0.0.0:8082 -e CONSUMER_NAME="$RUN-model" "$PREFIX/model:$TAG" serve >/dev/null
+
+ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+SOURCE_IP=$(ip_of "$RUN-source"); MODEL_IP=$(ip_of "$RUN-model")
+for _ in $(seq 50); do curl -fs "http://$MODEL_IP:8082/readyz" >/dev/null && break; sleep 0.2; done
+
+log "pushing the sample in through the source image, and three records over HTTP"
+files=(); for f in data/openfoodfacts/*.tsv; do files+=("/data/$(basename "$f")"); done
+docker run --rm "${common[@]}" -v "$LAB8_ROOT/data/openfoodfacts:/data:ro" "$PREFIX/source:$TAG" \
+  load --quiet --category-from-file-name "${files[@]}" | tee "$WORK/load.txt"
+http_body='[{"code":"it-0001","product_name":"Test bread","categories":"breads","energy_100g":1000,"fat_100g":3,"saturated-fat_100g":0.5,"carbohydrates_100g":45,"sugars_100g":3,"fiber_100g":7,"proteins_100g":9,"salt_100g":1.2},
+ {"code":"it-0002","product_name":"Test cookie","categories":"cookies","energy-kcal_100g":480,"fat_100g":22,"saturated-fat_100g":10,"carbohydrates_100g":65,"sugars_100g":30,"proteins_100g":6,"sodium_100g":0.2},
+ {"code":"it-0003","product_name":"No fat given","energy_100g":1000,"carbohydrates_100g":45,"sugars_100g":3,"proteins_100g":9,"salt_100g":1.2},
+ {"product_name":"no code"}]'
+curl -fs -X POST -H 'content-type: application/json' --data "$http_body" "http://$SOURCE_IP:8080/products" | tee "$WORK/ingest.json"; echo
+check "HTTP ingest: 3 sent, 1 rejected at the source" grep -q '"sent":3.*"rejected":\[{"location":"item 3","reason":"missing_code"}\]' "$WORK/ingest.json"
+
+log "waiting for the mart to reconcile"
+reconciled() {
+  local raw products assigned rejected
+  raw=$(redis_cli XLEN lab8:raw); products=$(redis_cli HLEN lab8:mart:products)
+  assigned=$(redis_cli HLEN lab8:mart:assignments)
+  rejected=$(redis_cli HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }')
+  echo "raw=$raw products=$products assigned=$assigned rejected=$rejected"
+  [ "$raw" -eq 16017 ] && [ "$products" -eq "$assigned" ] && [ $((products + rejected)) -eq "$raw" ]
+}
+for _ in $(seq 120); do reconciled >"$WORK/state" && break; sleep 1; done
+cat "$WORK/state"
+check "every raw record is in the mart with a cluster or a dead letter" reconciled
+# The bundled sample gives 12,945 valid products (see crates/mart/tests/pipeline.rs), plus the 2 valid HTTP ones.
+check "the mart holds the sample's 12,945 products plus 2" test "$(redis_cli HLEN lab8:mart:products)" -eq 12947
+check "the record without fat is a dead letter with its reason" \
+  sh -c "[ \"\$(docker exec $RUN-redis sh -c 'REDISCLI_AUTH=\$(cat /run/secrets/lab8-redis/password) redis-cli --raw HGET lab8:mart:rejections missing_required:fat_g')\" -eq 173 ]"
+sleep 6 # one profile refresh (PROFILE_INTERVAL_SECS=5)
+clusters=$(redis_cli HVALS lab8:mart:clusters | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+check "cluster profiles add up to the mart ($clusters)" test "$clusters" -eq 12947
+
+predict=$(curl -fs -X POST -H 'content-type: application/json' \
+  --data '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' \
+  "http://$MODEL_IP:8082/predict")
+echo "POST /predict → $predict"
+check "/predict answers with a cluster" grep -q '"cluster":[0-9]' <<<"$predict"
+check "/predict refuses malformed JSON with a 4xx" \
+  sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{nope' http://$MODEL_IP:8082/predict)\" = 400 ]"
+
+docker logs "$RUN-mart" >"$WORK/mart.log" 2>&1; docker logs "$RUN-model" >"$WORK/model.log" 2>&1
+log_has() { grep -F "$2" "$1" | grep -qF "\"$3\""; } # log_has FILE MESSAGE FIELD: a JSON line with both
+check "the mart's log reports cleaned batches with rejections by reason" log_has "$WORK/mart.log" "mart: raw batch cleaned" rejected_by_reason
+check "the mart's log reports the clusters assigned" log_has "$WORK/mart.log" "mart: predictions stored" clusters_assigned
+check "the model's log reports scored batches" log_has "$WORK/model.log" "model: feature batch scored" clusters_assigned
+check "no log line shows the Redis password" sh -c "! grep -qF \"\$(cat $WORK/secret/password)\" $WORK/mart.log $WORK/model.log"
+
+log "SIGTERM: the services drain and exit 0"
+docker stop -t 30 "$RUN-mart" "$RUN-model" "$RUN-source" >/dev/null
+for c in mart model source; do
+  check "$c exited 0 after SIGTERM" test "$(docker inspect -f '{{.State.ExitCode}}' "$RUN-$c")" -eq 0
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
