@@ -21,3 +21,10 @@ model-sync: ## Copy dist/model-lab5-1.0.0.zip into the kustomize tree
 
 k8s-test: ## Offline manifest tests (render, schemas, policies)
 	scripts/k8s-test.sh
+
+.PHONY: images images-test
+images: ## Build the four images (no registry needed)
+	scripts/build-images.sh
+
+images-test: ## Run the images as containers on a private network and reconcile
+	scripts/images-test.sh

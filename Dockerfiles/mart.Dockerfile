@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # lab8-mart. From the repository root:
 #   docker build -f Dockerfiles/mart.Dockerfile -t lab8/mart:1.0.0 .
 # With a registry this compiles in a Rust builder stage (dependency layer

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Redis for lab8. From the repository root:
 #   docker build -f Dockerfiles/redis.Dockerfile -t lab8/redis:1.0.0 .
 # With a registry it starts from the official image; offline,

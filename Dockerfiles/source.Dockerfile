@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # lab8-source. From the repository root:
 #   docker build -f Dockerfiles/source.Dockerfile -t lab8/source:1.0.0 .
 # With a registry this compiles in a Rust builder stage (dependency layer

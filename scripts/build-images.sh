@@ -63,31 +63,21 @@ rootfs_tarball() {
   echo "$tarball"
 }
 
-# lab8/debian-cc: only the loader, glibc, libm and libgcc_s from the rootfs,
-# plus a nonroot user (65532, as distroless) and /tmp.
+# lab8/debian-cc: only the loader, glibc, libm and libgcc_s from the rootfs
+# (merged /usr, as Debian 12), plus a nonroot user (65532, as distroless) and /tmp.
 make_cc_base() {
   local tarball=$1 work; work=$(mktemp -d)
-  local libs="lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 lib/x86_64-linux-gnu/libc.so.6 lib/x86_64-linux-gnu/libm.so.6
-    lib/x86_64-linux-gnu/libgcc_s.so.1 lib/x86_64-linux-gnu/libpthread.so.0 lib/x86_64-linux-gnu/libdl.so.2
-    lib/x86_64-linux-gnu/librt.so.1 lib64/ld-linux-x86-64.so.2 usr/lib/x86_64-linux-gnu/libc.so.6
-    usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 usr/lib/x86_64-linux-gnu/libm.so.6 usr/lib/x86_64-linux-gnu/libgcc_s.so.1
-    usr/lib/x86_64-linux-gnu/libpthread.so.0 usr/lib/x86_64-linux-gnu/libdl.so.2 usr/lib/x86_64-linux-gnu/librt.so.1
-    usr/share/doc/libc6/copyright usr/share/doc/libgcc-s1/copyright"
-  mkdir -p "$work/full" "$work/cc"
-  # shellcheck disable=SC2086
-  tar -C "$work/full" -xf "$tarball" ./usr/lib/x86_64-linux-gnu ./usr/lib64 ./usr/share/doc/libc6 ./usr/share/doc/libgcc-s1 ./lib ./lib64 2>/dev/null || true
-  for f in $libs; do
-    [ -e "$work/full/$f" ] || [ -L "$work/full/$f" ] || continue
-    mkdir -p "$work/cc/$(dirname "$f")"
-    cp -a "$work/full/$f" "$work/cc/$f"
-    # Follow a symlink's target so the image holds the real file.
-    if [ -L "$work/full/$f" ]; then
-      local target; target=$(readlink -f "$work/full/$f")
-      local rel=${target#"$work/full/"}
-      mkdir -p "$work/cc/$(dirname "$rel")"; cp -a "$target" "$work/cc/$rel"
-    fi
+  local libs="ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libgcc_s.so.1"
+  mkdir -p "$work/full" "$work/cc/usr/lib/x86_64-linux-gnu" "$work/cc/usr/lib64" "$work/cc/etc" "$work/cc/tmp" \
+    "$work/cc/home/nonroot" "$work/cc/usr/share/doc"
+  tar -C "$work/full" -xf "$tarball" ./usr/lib/x86_64-linux-gnu ./usr/share/doc/libc6 ./usr/share/doc/libgcc-s1
+  for lib in $libs; do
+    cp -L "$work/full/usr/lib/x86_64-linux-gnu/$lib" "$work/cc/usr/lib/x86_64-linux-gnu/$lib"
   done
-  mkdir -p "$work/cc/etc" "$work/cc/tmp" "$work/cc/home/nonroot"
+  cp -a "$work/full/usr/share/doc/libc6" "$work/full/usr/share/doc/libgcc-s1" "$work/cc/usr/share/doc/"
+  ln -s usr/lib "$work/cc/lib"
+  ln -s usr/lib64 "$work/cc/lib64"
+  ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$work/cc/usr/lib64/ld-linux-x86-64.so.2"
   chmod 1777 "$work/cc/tmp"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$work/cc/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$work/cc/etc/group"

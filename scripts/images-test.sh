@@ -18,18 +18,26 @@ WORK=$(mktemp -d)
 passed=0; failed=0
 
 cleanup() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    for c in redis source mart model; do
+      echo "--- last log lines of $RUN-$c" >&2
+      docker logs --tail 15 "$RUN-$c" >&2 2>&1 || true
+    done
+  fi
   docker rm -f "$RUN-redis" "$RUN-source" "$RUN-mart" "$RUN-model" >/dev/null 2>&1 || true
   docker network rm "$RUN" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-check() { # check DESCRIPTION COMMAND...
-  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
+check() { # check DESCRIPTION COMMAND...: counts and prints the result, returns it
+  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; return 1; fi
 }
 
 # The cluster's secret layout: password and redis-auth.conf, readable by the
 # redis (999) and service (65532) users.
+chmod 755 "$WORK"
 mkdir -p "$WORK/secret" "$WORK/model" "$WORK/redis"
 head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$WORK/secret/password"
 printf 'requirepass %s\n' "$(cat "$WORK/secret/password")" >"$WORK/secret/redis-auth.conf"
@@ -43,22 +51,22 @@ common=(--network "$RUN" --read-only --tmpfs /tmp --cap-drop ALL --security-opt 
 
 log "starting redis"
 docker run -d --name "$RUN-redis" --network-alias lab8-redis "${common[@]}" --user 999:999 \
-  --tmpfs /data:uid=999,gid=999 -v "$WORK/redis/redis.conf:/etc/redis/redis.conf:ro" "$PREFIX/redis:$TAG" >/dev/null
+  --tmpfs /data:uid=999,gid=999 -v "$WORK/redis:/etc/redis:ro" "$PREFIX/redis:$TAG" >/dev/null
 redis_cli() { docker exec "$RUN-redis" sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
 for _ in $(seq 50); do [ "$(redis_cli ping 2>/dev/null)" = PONG ] && break; sleep 0.2; done
-check "redis answers with the password" test "$(redis_cli ping)" = PONG
+check "redis answers with the password" test "$(redis_cli ping)" = PONG || die "redis did not start"
 check "redis refuses clients without it" sh -c "docker exec $RUN-redis redis-cli ping 2>&1 | grep -q NOAUTH"
 
 log "starting source, mart and model in the cluster's order"
 docker run -d --name "$RUN-source" --network-alias lab8-source "${common[@]}" \
   -e LISTEN_ADDR=0.0.0.0:8080 -e CONSUMER_NAME="$RUN-source" "$PREFIX/source:$TAG" serve >/dev/null
-docker run --rm "${common[@]}" "$PREFIX/mart:$TAG" wait-ready --timeout-secs 60 http://lab8-source:8080/readyz
+docker run --rm "${common[@]}" "$PREFIX/mart:$TAG" wait-ready --timeout-secs 60 http://lab8-source:8080/readyz >/dev/null 2>&1
 docker run -d --name "$RUN-mart" --network-alias lab8-mart "${common[@]}" \
   -e LISTEN_ADDR=0.0.0.0:8081 -e CONSUMER_NAME="$RUN-mart" "$PREFIX/mart:$TAG" >/dev/null
 # The init container's job, done by the model image itself.
 docker run --rm "${common[@]}" -v "$LAB8_ROOT/dist:/model-zip:ro" -v "$WORK/model:/opt/model" \
   "$PREFIX/model:$TAG" unpack /model-zip/model-lab5-1.0.0.zip /opt/model
-docker run --rm "${common[@]}" "$PREFIX/model:$TAG" wait-ready --timeout-secs 60 http://lab8-mart:8081/readyz
+docker run --rm "${common[@]}" "$PREFIX/model:$TAG" wait-ready --timeout-secs 60 http://lab8-mart:8081/readyz >/dev/null 2>&1
 docker run -d --name "$RUN-model" --network-alias lab8-model "${common[@]}" -v "$WORK/model:/opt/model:ro" \
   -e LISTEN_ADDR=0.0.0.0:8082 -e CONSUMER_NAME="$RUN-model" "$PREFIX/model:$TAG" serve >/dev/null
 

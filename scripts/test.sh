@@ -17,3 +17,10 @@ cargo test --release --workspace --locked
 
 log "Kubernetes manifests (offline)"
 scripts/k8s-test.sh
+
+if command -v docker >/dev/null || command -v apt-get >/dev/null; then
+  log "container images (make images-test)"
+  scripts/images-test.sh
+else
+  log "SKIPPED images-test: no Docker and no apt-get to install it"
+fi
