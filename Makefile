@@ -28,3 +28,13 @@ images: ## Build the four images (no registry needed)
 
 images-test: ## Run the images as containers on a private network and reconcile
 	scripts/images-test.sh
+
+.PHONY: cluster-up cluster-down e2e
+cluster-up: ## A real single-node Kubernetes from registry packages (host processes)
+	scripts/cluster/up.sh
+
+cluster-down: ## Stop it and clean up
+	scripts/cluster/down.sh
+
+e2e: ## The end-to-end test on that cluster (up, apply, test, tear down)
+	scripts/e2e.sh

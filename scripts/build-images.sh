@@ -38,7 +38,7 @@ ensure_docker() {
 pick_docker_client() {
   if docker buildx version >/dev/null 2>&1; then
     DOCKER=(docker)
-  elif [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
+  elif [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | grep '^20\.' >/dev/null; then
     DOCKER=(/usr/bin/docker)
   else
     die "BuildKit needed: install docker-buildx (or Debian's docker.io client)"

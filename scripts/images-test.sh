@@ -31,9 +31,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-check() { # check DESCRIPTION COMMAND...: counts and prints the result, returns it
-  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; return 1; fi
+check() { # check DESCRIPTION COMMAND...: counts and prints the result; require: stop on failure
+  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
 }
+require() { local before=$failed; check "$@"; [ "$failed" -eq "$before" ] || die "cannot go on: $1"; }
 
 # The cluster's secret layout: password and redis-auth.conf, readable by the
 # redis (999) and service (65532) users.
@@ -54,7 +55,7 @@ docker run -d --name "$RUN-redis" --network-alias lab8-redis "${common[@]}" --us
   --tmpfs /data:uid=999,gid=999 -v "$WORK/redis:/etc/redis:ro" "$PREFIX/redis:$TAG" >/dev/null
 redis_cli() { docker exec "$RUN-redis" sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
 for _ in $(seq 50); do [ "$(redis_cli ping 2>/dev/null)" = PONG ] && break; sleep 0.2; done
-check "redis answers with the password" test "$(redis_cli ping)" = PONG || die "redis did not start"
+require "redis answers with the password" test "$(redis_cli ping)" = PONG
 check "redis refuses clients without it" sh -c "docker exec $RUN-redis redis-cli ping 2>&1 | grep -q NOAUTH"
 
 log "starting source, mart and model in the cluster's order"
@@ -88,7 +89,8 @@ check "HTTP ingest: 3 sent, 1 rejected at the source" grep -q '"sent":3.*"reject
 log "waiting for the mart to reconcile"
 reconciled() {
   local raw products assigned rejected
-  raw=$(redis_cli XLEN lab8:raw); products=$(redis_cli HLEN lab8:mart:products)
+  # entries-added, not XLEN: the mart trims acknowledged entries.
+  raw=$(redis_cli XINFO STREAM lab8:raw | awk 'prev == "entries-added" { print } { prev = $0 }'); products=$(redis_cli HLEN lab8:mart:products)
   assigned=$(redis_cli HLEN lab8:mart:assignments)
   rejected=$(redis_cli HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }')
   echo "raw=$raw products=$products assigned=$assigned rejected=$rejected"
@@ -114,7 +116,8 @@ check "/predict refuses malformed JSON with a 4xx" \
   sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{nope' http://$MODEL_IP:8082/predict)\" = 400 ]"
 
 docker logs "$RUN-mart" >"$WORK/mart.log" 2>&1; docker logs "$RUN-model" >"$WORK/model.log" 2>&1
-log_has() { grep -F "$2" "$1" | grep -qF "\"$3\""; } # log_has FILE MESSAGE FIELD: a JSON line with both
+mkdir -p artifacts/images-test && cp "$WORK/mart.log" "$WORK/model.log" artifacts/images-test/
+log_has() { grep -F "$2" "$1" | grep -F "\"$3\"" >/dev/null; } # log_has FILE MESSAGE FIELD: a JSON line with both
 check "the mart's log reports cleaned batches with rejections by reason" log_has "$WORK/mart.log" "mart: raw batch cleaned" rejected_by_reason
 check "the mart's log reports the clusters assigned" log_has "$WORK/mart.log" "mart: predictions stored" clusters_assigned
 check "the model's log reports scored batches" log_has "$WORK/model.log" "model: feature batch scored" clusters_assigned

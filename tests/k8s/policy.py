@@ -177,9 +177,10 @@ def check_rollout(docs):
         strategy = doc["spec"].get("strategy", {})
         if strategy.get("type") != "RollingUpdate" or strategy.get("rollingUpdate", {}).get("maxUnavailable") != 0:
             bad.append(f"{where(doc)}: not a RollingUpdate with maxUnavailable 0")
-        if pod_spec(doc).get("terminationGracePeriodSeconds", 30) <= drain:
-            bad.append(f"{where(doc)}: terminationGracePeriodSeconds not above SHUTDOWN_TIMEOUT_SECS {drain}")
         main = pod_spec(doc)["containers"][0]
+        pre_stop = main.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if pod_spec(doc).get("terminationGracePeriodSeconds", 30) <= drain + pre_stop:
+            bad.append(f"{where(doc)}: terminationGracePeriodSeconds not above preStop + SHUTDOWN_TIMEOUT_SECS {drain}")
         consumer = [e for e in main.get("env", []) if e["name"] == "CONSUMER_NAME"]
         if not consumer or consumer[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
             bad.append(f"{where(doc)}: CONSUMER_NAME not from the pod name")

@@ -27,6 +27,10 @@ struct Cli {
     /// Least seconds between two recomputations of the cluster profiles.
     #[arg(long, env = "PROFILE_INTERVAL_SECS", default_value_t = 5)]
     profile_interval_secs: u64,
+    /// Trim stream entries that every consumer group has acknowledged (never
+    /// an unacknowledged one); `false` keeps the streams' history.
+    #[arg(long, env = "TRIM_ACKNOWLEDGED", default_value_t = true, action = clap::ArgAction::Set)]
+    trim_acknowledged: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         consumer: cli.consumer.name(),
         consumer_options: ConsumerOptions::from(&cli.consumer),
         profile_interval: Duration::from_secs(cli.profile_interval_secs),
+        trim_acknowledged: cli.trim_acknowledged,
     };
     let ops = Ops::default();
     if cli.once {

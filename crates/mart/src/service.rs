@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab8_protocol::bus::{commit, consume, Bus, CommitTarget, ConsumerOptions, Entry, Outcome, TableMode};
-use lab8_protocol::keys::MART_GROUP;
+use lab8_protocol::bus::{
+    commit, consume, trim_acknowledged, Bus, CommitTarget, ConsumerOptions, Entry, Outcome, TableMode,
+};
+use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
 use lab8_protocol::messages::{ClusterProfile, Prediction, RawProduct};
 use lab8_protocol::service::{Ops, Shutdown};
 use lab8_protocol::Keys;
@@ -24,6 +26,8 @@ pub struct MartConfig {
     pub consumer_options: ConsumerOptions,
     /// Least time between two recomputations of the cluster profiles.
     pub profile_interval: Duration,
+    /// Trim stream entries every consumer group has acknowledged (long-running mode).
+    pub trim_acknowledged: bool,
 }
 
 /// What a drain (`--once`) did.
@@ -183,6 +187,32 @@ async fn refresh(bus: &Bus, ops: &Ops) -> Result<MartReport, MartError> {
     Ok(MartReport { products: tables.products.len(), assigned, profiles, ..Default::default() })
 }
 
+/// Trims what every consumer has acknowledged from the three data streams:
+/// Redis holds the backlog, not the history (the mart's tables are the history).
+async fn trim(bus: &Bus, ops: &Ops) {
+    let keys = bus.keys();
+    let mut conn = bus.conn.clone();
+    for (stream, group) in [
+        (keys.raw_stream(), MART_GROUP),
+        (keys.features_stream(), MODEL_GROUP),
+        (keys.predictions_stream(), MART_GROUP),
+    ] {
+        match trim_acknowledged(&mut conn, &stream, &[group]).await {
+            Ok(0) => {}
+            Ok(n) => {
+                ops.metrics.inc(
+                    "lab8_mart_trimmed_entries_total",
+                    "Acknowledged stream entries trimmed",
+                    &[("stream", &stream)],
+                    n,
+                );
+                tracing::debug!(%stream, trimmed = n, "acknowledged entries trimmed");
+            }
+            Err(e) => tracing::warn!(%stream, error = %e, "trimming failed, will retry"),
+        }
+    }
+}
+
 /// Drains both streams, refreshes the profiles, returns what it did (`--once`).
 pub async fn drain(bus: &Bus, config: &MartConfig, ops: &Ops) -> Result<MartReport, MartError> {
     let shutdown = Shutdown::default();
@@ -241,6 +271,9 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
                         dirty.store(true, Ordering::SeqCst);
                         tracing::warn!(error = %e, "profile refresh failed, will retry");
                     }
+                }
+                if config.trim_acknowledged {
+                    trim(&bus, &ops).await;
                 }
             }
         }

@@ -34,6 +34,7 @@ fn config() -> MartConfig {
         consumer: "test".into(),
         consumer_options: ConsumerOptions::default(),
         profile_interval: std::time::Duration::from_secs(1),
+        trim_acknowledged: false,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Scoring: feature rows from the mart → predictions back to the mart, and
 //! the HTTP API (`POST /predict`, `GET /model`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lab8_protocol::bus::{commit, consume, read_stream, Bus, CommitTarget, ConsumerOptions, Entry, Outcome, TableMode};
+use lab8_protocol::bus::{commit, consume, scan_hash, Bus, CommitTarget, ConsumerOptions, Entry, Outcome, TableMode};
 use lab8_protocol::keys::MODEL_GROUP;
-use lab8_protocol::messages::{FeatureRow, Prediction};
+use lab8_protocol::messages::{FeatureRow, Prediction, ProductRow};
 use lab8_protocol::service::{ops_router, Ops, Shutdown};
 use lab8_protocol::{FEATURES, N_FEATURES};
 use redis::RedisError;
@@ -97,25 +97,26 @@ pub async fn score_stream(
     .await)
 }
 
-/// Every feature row in the stream, one per product code (the latest).
-pub async fn training_rows(bus: &Bus) -> Result<Vec<[f64; N_FEATURES]>, RedisError> {
+/// The training matrix: the clean features of every product in the mart's
+/// table, ordered by product code so that training is deterministic (KMeans
+/// initialisation depends on row order; HSCAN order does not stay fixed).
+pub async fn training_rows(bus: &Bus) -> Result<Vec<[f64; N_FEATURES]>, TrainingDataError> {
     let mut conn = bus.conn.clone();
-    let entries = read_stream(&mut conn, &bus.keys().features_stream()).await?;
-    let mut by_code: HashMap<String, usize> = HashMap::new();
-    let mut rows = Vec::new();
-    for entry in entries {
-        let Some(row) = entry.payload.and_then(|p| serde_json::from_slice::<FeatureRow>(&p).ok()) else {
-            continue;
-        };
-        match by_code.get(&row.code) {
-            Some(&i) => rows[i] = row.x,
-            None => {
-                by_code.insert(row.code, rows.len());
-                rows.push(row.x);
-            }
-        }
-    }
-    Ok(rows)
+    let mut products: Vec<ProductRow> = scan_hash(&mut conn, &bus.keys().mart_products())
+        .await?
+        .into_iter()
+        .map(|(_, json)| serde_json::from_str(&json))
+        .collect::<Result<_, _>>()?;
+    products.sort_by(|a, b| a.code.cmp(&b.code));
+    Ok(products.into_iter().map(|p| p.x).collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingDataError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("corrupt row in the mart's product table: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// Answer to `POST /predict`.

@@ -599,6 +599,68 @@ pub async fn add_dead_letters(
     pipe.exec_async(conn).await
 }
 
+/// How many entries were ever added to a stream (`entries-added`): unlike
+/// XLEN, trimming does not lower it, so reconciliation can count on it.
+pub async fn entries_added(conn: &mut ConnectionManager, stream: &str) -> Result<u64, RedisError> {
+    let info: std::collections::HashMap<String, redis::Value> =
+        redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await?;
+    info.get("entries-added").map(redis::from_redis_value_ref).transpose().map(|n| n.unwrap_or(0)).map_err(Into::into)
+}
+
+/// Trims the entries of `stream` that every one of `groups` has acknowledged
+/// (XTRIM MINID at the oldest entry still pending or not yet delivered), so
+/// the bus does not grow without bound; nothing unacknowledged is removed.
+/// Returns the number of entries trimmed (0 while a group does not exist yet).
+pub async fn trim_acknowledged(conn: &mut ConnectionManager, stream: &str, groups: &[&str]) -> Result<u64, RedisError> {
+    let infos: Vec<std::collections::HashMap<String, redis::Value>> =
+        match redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await {
+            Ok(infos) => infos,
+            Err(e) if e.to_string().contains("no such key") => return Ok(0),
+            Err(e) => return Err(e),
+        };
+    let mut keep_from: Option<StreamId> = None;
+    for group in groups {
+        let Some(info) = infos.iter().find(|i| {
+            i.get("name").and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).as_deref() == Some(group)
+        }) else {
+            return Ok(0);
+        };
+        let last_delivered: String =
+            info.get("last-delivered-id").map(redis::from_redis_value_ref).transpose()?.unwrap_or_default();
+        // XPENDING summary: [count, oldest id, newest id, consumers]; the oldest is nil when none.
+        let (_, oldest_pending, _, _): (u64, Option<String>, Option<String>, redis::Value) =
+            redis::cmd("XPENDING").arg(stream).arg(group).query_async(conn).await?;
+        let point = StreamId::parse(oldest_pending.as_deref().unwrap_or(&last_delivered));
+        keep_from = Some(match keep_from {
+            Some(current) if current <= point => current,
+            _ => point,
+        });
+    }
+    match keep_from {
+        Some(point) if point > StreamId::default() => {
+            redis::cmd("XTRIM").arg(stream).arg("MINID").arg(point.to_string()).query_async(conn).await
+        }
+        _ => Ok(0),
+    }
+}
+
+/// A stream entry id, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamId(u64, u64);
+
+impl StreamId {
+    fn parse(id: &str) -> Self {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        Self(ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
 /// Every field and value of a hash, read with HSCAN in pages (no single
 /// huge reply, no blocking Redis on a big table).
 pub async fn scan_hash(conn: &mut ConnectionManager, key: &str) -> Result<Vec<(String, String)>, RedisError> {

@@ -178,3 +178,43 @@ async fn an_unreachable_redis_fails_after_the_timeout_naming_the_setting() {
     let err = Bus::connect(&args).await.map(|_| ()).expect_err("unreachable");
     assert!(err.to_string().starts_with("REDIS_URL"), "{err}");
 }
+
+#[tokio::test]
+async fn trimming_keeps_every_unacknowledged_entry() {
+    use lab8_protocol::bus::{entries_added, trim_acknowledged};
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let keys = bus.keys().clone();
+    let mut conn = bus.conn.clone();
+    let stream = keys.raw_stream();
+    assert_eq!(trim_acknowledged(&mut conn, &stream, &["g"]).await.unwrap(), 0, "no stream yet");
+    let items: Vec<(String, String)> = (0..100).map(|i| (i.to_string(), "{}".to_string())).collect();
+    add_new_products(&mut conn, &keys, &items).await.unwrap();
+    let options = ConsumerOptions { batch: 30, ..Default::default() };
+    let mut consumer = bus.consumer(stream.clone(), "g", "c", options).await.unwrap();
+    // Two groups: trimming waits for the slower one.
+    bus.ensure_group(&stream, "slow").await.unwrap();
+    let first = consumer.next_batch(false).await.unwrap();
+    let second = consumer.next_batch(false).await.unwrap();
+    let acked: Vec<(String, Outcome)> = first
+        .iter()
+        .map(|e| (e.id.clone(), Outcome::Accepted { code: e.id.clone(), output: None, table_value: None }))
+        .collect();
+    commit(&mut conn, &target(&keys, TableMode::Overwrite), &acked).await.unwrap();
+    assert_eq!(
+        trim_acknowledged(&mut conn, &stream, &["g", "slow"]).await.unwrap(),
+        0,
+        "the slow group has read nothing"
+    );
+    assert_eq!(
+        trim_acknowledged(&mut conn, &stream, &["g", "missing"]).await.unwrap(),
+        0,
+        "a missing group blocks trimming"
+    );
+    // Only "g": the 30 acknowledged go, the 30 pending and the 40 undelivered stay.
+    assert_eq!(trim_acknowledged(&mut conn, &stream, &["g"]).await.unwrap(), 30);
+    assert_eq!(xlen(&bus, &stream).await, 70);
+    let remaining = read_stream(&mut conn, &stream).await.unwrap();
+    assert_eq!(remaining[0].id, second[0].id);
+    assert_eq!(entries_added(&mut conn, &stream).await.unwrap(), 100, "entries-added survives trimming");
+}

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# make e2e: the assignment's test on a real cluster built here.
+#  1 cluster up, images built and loaded     5 rolling update under load, in order
+#  2 apply the overlay, wait for every pod   6 kill a mart and a model pod mid-batch
+#  3 push data (source API + redis-cli in    7 scale mart and model to 3, share work
+#    the Redis pod), read the pods' logs     8 artifacts, "N passed, N failed",
+#  4 POST /predict through the Service         tear down (KEEP_CLUSTER=1 keeps it)
+set -euo pipefail
+source "$(dirname "$0")/cluster/env.sh"
+cd "$LAB8_ROOT"
+
+ARTIFACTS=${ARTIFACTS:-$LAB8_ROOT/artifacts/e2e}
+rm -rf "$ARTIFACTS"; mkdir -p "$ARTIFACTS/logs"
+NS=lab8
+OVERLAY=k8s/overlays/local
+passed=0; failed=0; timings=()
+stage_start=$SECONDS
+stage() { # stage NAME: closes the previous stage's timer, opens the next
+  [ -n "${stage_name:-}" ] && timings+=("$(printf '%-34s %5d s' "$stage_name" $((SECONDS - stage_start)))")
+  stage_name=$1; stage_start=$SECONDS; log "$1"
+}
+check() { # check DESCRIPTION COMMAND...: counts and prints the result; require: stop on failure
+  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
+}
+require() { local before=$failed; check "$@"; [ "$failed" -eq "$before" ] || die "cannot go on: $1"; }
+k() { kc -n "$NS" "$@"; }
+
+collect() {
+  k get pods,svc,pvc -o wide >"$ARTIFACTS/get-pods-svc.txt" 2>&1 || true
+  k get events --sort-by=.lastTimestamp >"$ARTIFACTS/events.txt" 2>&1 || true
+  for pod in $(k get pods -o name 2>/dev/null); do
+    k logs "$pod" --all-containers --prefix >"$ARTIFACTS/logs/${pod#pod/}.log" 2>&1 || true
+  done
+  cp -r "$CLUSTER_DIR/logs" "$ARTIFACTS/cluster-logs" 2>/dev/null || true
+}
+finish() {
+  local status=$?
+  stage "artifacts and teardown"
+  collect
+  [ "${KEEP_CLUSTER:-0}" = 1 ] || "$LAB8_ROOT/scripts/cluster/down.sh" >"$ARTIFACTS/down.txt" 2>&1 || true
+  stage done
+  printf '%s\n' "${timings[@]}" | tee "$ARTIFACTS/timings.txt"
+  echo "$passed passed, $failed failed" | tee "$ARTIFACTS/result.txt"
+  [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
+}
+trap finish EXIT
+
+stage "1 cluster up, images built and loaded"
+"$LAB8_ROOT/scripts/cluster/up.sh"
+
+stage "2 apply the overlay, wait for Ready"
+scripts/gen-secrets.sh minikube
+kc apply -k "$OVERLAY" | tee "$ARTIFACTS/apply.txt"
+k rollout status statefulset/lab8-redis --timeout=300s
+for svc in source mart model; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
+check "every pod is Ready" k wait --for=condition=Ready pods --all --timeout=120s
+
+svc_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
+SOURCE_URL="http://$(svc_ip lab8-source):8080/products"
+PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
+export REDISCLI_AUTH; REDISCLI_AUTH=$(cat k8s/overlays/minikube/secrets/redis-password)
+R() { redis-cli -h "$(svc_ip lab8-redis)" --raw "$@"; }   # assertions from the host, through the Service
+in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
+raw_added() { R XINFO STREAM lab8:raw | awk 'prev == "entries-added" { print } { prev = $0 }'; } # survives trimming
+rejected_total() { R HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }'; }
+group_backlog() { R XINFO GROUPS "$1" | awk 'prev == "pending" || prev == "lag" { s += $1 } { prev = $1 } END { print s + 0 }'; }
+reconciled() { # every raw record is in the mart with a cluster or a dead letter; nothing in flight
+  local raw products assigned rejected
+  raw=$(raw_added); products=$(R HLEN lab8:mart:products); assigned=$(R HLEN lab8:mart:assignments)
+  rejected=$(rejected_total)
+  echo "raw=$raw products=$products assigned=$assigned rejected=$rejected" >"$ARTIFACTS/state.txt"
+  [ "$raw" -eq "${1:-$raw}" ] && [ "$products" -eq "$assigned" ] && [ $((products + rejected)) -eq "$raw" ] \
+    && [ "$(group_backlog lab8:raw)" -eq 0 ] && [ "$(group_backlog lab8:features)" -eq 0 ] && [ "$(group_backlog lab8:predictions)" -eq 0 ]
+}
+wait_reconciled() { # wait_reconciled EXPECTED_RAW SECONDS
+  for _ in $(seq "${2:-180}"); do reconciled "$1" && { cat "$ARTIFACTS/state.txt"; return 0; }; sleep 1; done
+  cat "$ARTIFACTS/state.txt"; return 1
+}
+profiles_exact() { # cluster profile counts add up to the mart: nothing counted twice
+  local total; total=$(R HVALS lab8:mart:clusters | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+  [ "$total" -eq "$(R HLEN lab8:mart:products)" ]
+}
+wait_profiles() { for _ in $(seq 30); do profiles_exact && return 0; sleep 1; done; return 1; }
+dead_letters_unique() { # no raw entry rejected twice
+  local all unique
+  all=$(R XRANGE lab8:deadletter - + | awk 'prev == "entry" { print } { prev = $0 }' | sort)
+  unique=$(printf '%s\n' "$all" | sort -u | grep -c . || true)
+  [ "$(printf '%s\n' "$all" | grep -c . || true)" -eq "$unique" ]
+}
+log_has() { # log_has SELECTOR MESSAGE FIELD [SINCE]: some pod's log has a line with both
+  # No grep -q in a pipeline: its early exit would SIGPIPE the writer and fail the pipeline (pipefail).
+  k logs -l "$1" --all-containers --tail=-1 ${4:+--since=$4} 2>/dev/null | grep -F "$2" | grep -F "\"$3\"" >/dev/null
+}
+
+stage "3 push data, read the mart's and model's logs"
+echo "pushing the sample through $SOURCE_URL"
+python3 tests/e2e/push.py sample "$SOURCE_URL" | tee "$ARTIFACTS/push-sample.json"
+check "the source accepted the sample's 16,014 products" grep -q '"sent": 16014' "$ARTIFACTS/push-sample.json"
+# The assignment's manual test: records written with redis-cli inside the Redis pod.
+in_redis_pod XADD lab8:raw '*' p '{"code":"cli-1","name":"CLI bread","categories":"breads","nutrients":{"energy_100g":"1000","fat_100g":"3","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}' >/dev/null
+in_redis_pod XADD lab8:raw '*' p '{"code":"cli-2","name":"CLI jam","nutrients":{"energy_100g":"1050","fat_100g":"0.1","saturated-fat_100g":"0","carbohydrates_100g":"60","sugars_100g":"58","proteins_100g":"0.4","salt_100g":"0.02"}}' >/dev/null
+in_redis_pod XADD lab8:raw '*' p 'this is not JSON' >/dev/null
+in_redis_pod XADD lab8:raw '*' p '{"code":"cli-4","nutrients":{"fat_100g":"250"}}' >/dev/null
+check "every record reconciles: in the mart with a cluster, or a dead letter" wait_reconciled 16018 300
+check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS lab8:mart:assignments cli-1)\" = 1 ] && [ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS lab8:mart:assignments cli-2)\" = 1 ]"
+check "the malformed redis-cli record is a dead letter (malformed_json)" sh -c "redis-cli -h $(svc_ip lab8-redis) --raw XRANGE lab8:deadletter - + | grep -c '^malformed_json\$' >/dev/null"
+check "the mart holds 12,945 sample products + 2" test "$(R HLEN lab8:mart:products)" -eq 12947
+check "the mart pod's log reports batches and rejections by reason" log_has app.kubernetes.io/component=mart "mart: raw batch cleaned" rejected_by_reason
+check "the mart pod's log reports the clusters assigned" log_has app.kubernetes.io/component=mart "mart: predictions stored" clusters_assigned
+check "the model pod's log reports scored batches" log_has app.kubernetes.io/component=model "model: feature batch scored" clusters_assigned
+check "cluster profiles add up to the mart" wait_profiles
+k logs -l app.kubernetes.io/component=mart --tail=5 >"$ARTIFACTS/mart-log-after-push.txt" 2>&1 || true
+k logs -l app.kubernetes.io/component=model --tail=5 >"$ARTIFACTS/model-log-after-push.txt" 2>&1 || true
+
+stage "4 POST /predict through the Service"
+answer=$(curl -fs -X POST -H 'content-type: application/json' --data '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' "$PREDICT_URL")
+echo "$answer" | tee "$ARTIFACTS/predict.json"
+check "/predict answers with a cluster" grep -q '"cluster":[0-9]' <<<"$answer"
+
+stage "5 rolling update source → mart → model under load"
+NEW_TAG=$LAB8_VERSION-rollout
+for svc in source mart model; do docker tag "lab8/$svc:$LAB8_VERSION" "lab8/$svc:$NEW_TAG"; done
+docker save lab8/source:"$NEW_TAG" lab8/mart:"$NEW_TAG" lab8/model:"$NEW_TAG" | ctr_k8s images import --no-unpack - >/dev/null
+raw_before=$(raw_added)
+rm -f "$ARTIFACTS/stop"
+python3 tests/e2e/push.py load "$SOURCE_URL" "$PREDICT_URL" --stop-file "$ARTIFACTS/stop" --out "$ARTIFACTS/load-rollout.json" --prefix roll- &
+load_pid=$!
+sleep 3
+KUBECTL="$CLUSTER_BIN/kubectl" NAMESPACE=$NS scripts/rollout.sh "$NEW_TAG" | tee "$ARTIFACTS/rollout.txt"
+sleep 3; touch "$ARTIFACTS/stop"; wait "$load_pid"
+cat "$ARTIFACTS/load-rollout.json"; echo
+check "the images now run the new tag, in every container" sh -c "! $CLUSTER_BIN/kubectl -n $NS get pods -o jsonpath='{..image}' | tr ' ' '\n' | grep '^lab8/\(source\|mart\|model\)' | grep -v ':$NEW_TAG\$'"
+check "0 failed requests during the rolling update" python3 -c "import json,sys; s=json.load(open('$ARTIFACTS/load-rollout.json')); sys.exit(s['ingest_failed'] + s['predict_failed'] != 0 or s['ingest_ok'] == 0)"
+sent=$(python3 -c "import json; print(json.load(open('$ARTIFACTS/load-rollout.json'))['records_sent'])")
+check "0 lost records: all $sent pushed during the update reconcile" wait_reconciled $((raw_before + sent)) 300
+
+stage "6 kill a mart and a model pod mid-batch"
+raw_before=$(raw_added)
+python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-kill.json" &
+push_pid=$!
+for _ in $(seq 100); do [ "$(raw_added)" -gt $((raw_before + 3000)) ] && break; sleep 0.1; done
+k delete pod -l app.kubernetes.io/component=mart --grace-period=0 --force 2>&1 | tail -1
+k delete pod -l app.kubernetes.io/component=model --grace-period=0 --force 2>&1 | tail -1
+wait "$push_pid"; cat "$ARTIFACTS/push-kill.json"
+check "the pods came back" k rollout status deployment/lab8-model --timeout=300s
+check "nothing lost after the kills (dead consumer's entries reclaimed)" wait_reconciled $((raw_before + 16014)) 300
+check "nothing counted twice: profiles add up to the mart" wait_profiles
+check "nothing rejected twice" dead_letters_unique
+
+stage "7 scale mart and model to 3, share the work"
+k scale deployment/lab8-mart deployment/lab8-model --replicas=3
+k rollout status deployment/lab8-mart --timeout=300s; k rollout status deployment/lab8-model --timeout=300s
+raw_before=$(raw_added); scale_start=$(date +%s)
+python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix scale- --repeat 3 | tee "$ARTIFACTS/push-scale.json"
+check "the large batch reconciles exactly" wait_reconciled $((raw_before + 3 * 16014)) 600
+check "profiles add up to the mart" wait_profiles
+since="$(( $(date +%s) - scale_start + 5 ))s"
+for component in mart model; do
+  message="mart: raw batch cleaned"; [ $component = model ] && message="model: feature batch scored"
+  workers=0
+  for pod in $(k get pods -l "app.kubernetes.io/component=$component" -o name); do
+    k logs "$pod" --since="$since" 2>/dev/null | grep -F "$message" >/dev/null && workers=$((workers + 1))
+  done
+  check "all 3 $component replicas acknowledged entries ($workers)" test "$workers" -eq 3
+done
+R XINFO CONSUMERS lab8:raw mart >"$ARTIFACTS/consumers-raw.txt" || true

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Pushes the bundled OpenFoodFacts sample to lab8-source's HTTP API, and
+generates load (ingest + /predict) while the cluster changes under it.
+
+  push.py sample SOURCE_URL [--prefix P] [--repeat N]
+  push.py load SOURCE_URL PREDICT_URL --stop-file F --out F [--prefix P]
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import pathlib
+import time
+import urllib.error
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PREDICT_BODY = {"energy_kj": 2100, "fat_g": 25, "saturated_fat_g": 12, "carbohydrates_g": 60,
+                "sugars_g": 30, "fiber_g": 2, "proteins_g": 6, "salt_g": 0.6}
+
+
+def sample_rows():
+    """Rows of the five TSV files in the export's flat layout, category from the file name."""
+    for path in sorted(glob.glob(str(ROOT / "data/openfoodfacts/*.tsv"))):
+        category = pathlib.Path(path).stem.removeprefix("products_only_")
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                item = {k: v for k, v in row.items() if v}
+                item["categories"] = category
+                yield item
+
+
+def post(url, body, timeout=10):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def push_sample(url, prefix="", repeat=1, batch=500):
+    totals = {"received": 0, "sent": 0, "duplicates": 0, "rejected": 0}
+    for r in range(repeat):
+        items = []
+        for row in sample_rows():
+            row["code"] = f"{prefix}{r}-{row['code']}" if prefix else row["code"]
+            items.append(row)
+            if len(items) == batch:
+                add(totals, post(url, items))
+                items = []
+        if items:
+            add(totals, post(url, items))
+    return totals
+
+
+def add(totals, answer):
+    for key in ("received", "sent", "duplicates"):
+        totals[key] += answer[key]
+    totals["rejected"] += len(answer["rejected"])
+
+
+def load(source_url, predict_url, stop_file, out, prefix):
+    """Until stop_file exists: ingest 20 new products and call /predict, counting failures."""
+    stats = {"ingest_ok": 0, "ingest_failed": 0, "records_sent": 0, "predict_ok": 0, "predict_failed": 0, "errors": []}
+    rows = [r for _, r in zip(range(2000), sample_rows())]
+    i = 0
+    while not os.path.exists(stop_file):
+        batch = []
+        for _ in range(20):
+            row = dict(rows[i % len(rows)])
+            row["code"] = f"{prefix}{i}"
+            batch.append(row)
+            i += 1
+        try:
+            stats["records_sent"] += post(source_url, batch)["sent"]
+            stats["ingest_ok"] += 1
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            stats["ingest_failed"] += 1
+            stats["errors"].append(f"ingest: {e}")
+        try:
+            assert "cluster" in post(predict_url, PREDICT_BODY)
+            stats["predict_ok"] += 1
+        except (urllib.error.URLError, OSError, ValueError, AssertionError) as e:
+            stats["predict_failed"] += 1
+            stats["errors"].append(f"predict: {e}")
+        time.sleep(0.05)
+    stats["errors"] = stats["errors"][:20]
+    pathlib.Path(out).write_text(json.dumps(stats))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample")
+    s.add_argument("url")
+    s.add_argument("--prefix", default="")
+    s.add_argument("--repeat", type=int, default=1)
+    l = sub.add_parser("load")
+    l.add_argument("url")
+    l.add_argument("predict_url")
+    l.add_argument("--stop-file", required=True)
+    l.add_argument("--out", required=True)
+    l.add_argument("--prefix", default="load-")
+    args = parser.parse_args()
+    if args.command == "sample":
+        print(json.dumps(push_sample(args.url, args.prefix, args.repeat)))
+    else:
+        load(args.url, args.predict_url, args.stop_file, args.out, args.prefix)
+
+
+if __name__ == "__main__":
+    main()
