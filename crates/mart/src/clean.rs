@@ -322,4 +322,77 @@ mod tests {
         assert!(matches!(verdicts[2], Verdict::Clean { .. }));
         assert!(clean_batch(&[]).unwrap().is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Nutrient text as found in the wild: numbers in several spellings and garbage.
+        fn nutrient_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (-10.0f64..4000.0).prop_map(|v| v.to_string()),
+                (0.0f64..100.0).prop_map(|v| format!("{v:.2}").replace('.', ",")),
+                (0.0f64..100.0).prop_map(|v| format!("  {v}  ")),
+                Just("NaN".to_string()),
+                Just("inf".to_string()),
+                Just("1e400".to_string()),
+                Just(String::new()),
+                "[ -~]{0,12}",
+                any::<String>(),
+            ]
+        }
+
+        fn product() -> impl Strategy<Value = RawProduct> {
+            let columns: Vec<&'static str> = input_columns();
+            proptest::collection::vec(proptest::option::of(nutrient_text()), columns.len()).prop_map(move |values| {
+                let mut p = RawProduct { code: "p".into(), ..Default::default() };
+                for (column, value) in columns.iter().zip(values) {
+                    if let Some(v) = value {
+                        p.nutrients.insert((*column).to_string(), v);
+                    }
+                }
+                p
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Whatever comes in, cleaning answers for every record, and every
+            /// clean row satisfies every rule.
+            #[test]
+            fn clean_rows_obey_every_rule(batch in proptest::collection::vec(product(), 1..40)) {
+                let verdicts = clean_batch(&batch).unwrap();
+                prop_assert_eq!(verdicts.len(), batch.len());
+                for verdict in verdicts {
+                    match verdict {
+                        Verdict::Clean { features, .. } => {
+                            let x = features.x;
+                            prop_assert!(x.iter().all(|v| v.is_finite() && *v >= 0.0));
+                            prop_assert!(x[0] <= MAX_ENERGY_KJ);
+                            prop_assert!(x[1..].iter().all(|v| *v <= 100.0));
+                            prop_assert!(x[1] + x[3] + x[5] + x[6] <= 100.0 + MACRO_SUM_TOLERANCE_G);
+                            prop_assert!(x[2] <= x[1] + PART_TOLERANCE_G);
+                            prop_assert!(x[4] <= x[3] + PART_TOLERANCE_G);
+                        }
+                        Verdict::Rejected { reason } => {
+                            let kind = reason.split(':').next().unwrap();
+                            prop_assert!([
+                                "unparsable_number", "non_finite", "salt_sodium_mismatch", "missing_required",
+                                "negative_value", "out_of_range", "macro_sum_exceeds_100",
+                                "saturated_fat_exceeds_fat", "sugars_exceed_carbohydrates",
+                            ].contains(&kind), "undocumented reason {}", reason);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn parse_number_accepts_only_finite_numbers(text in any::<String>()) {
+                if let Ok(v) = parse_number(&text) {
+                    prop_assert!(v.is_finite());
+                }
+            }
+        }
+    }
 }

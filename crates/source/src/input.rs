@@ -536,4 +536,65 @@ mod tests {
         assert_eq!(last.reason, "truncated_input");
         assert!(all.iter().filter(|r| r.is_ok()).count() > 0);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| serde_json::json!(f)),
+                any::<i64>().prop_map(|i| serde_json::json!(i)),
+                ".{0,20}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 32, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("code".to_string()),
+                            Just("product_name".to_string()),
+                            Just("fat_100g".to_string()),
+                            Just("nutrients".to_string()),
+                            Just("categories".to_string()),
+                            ".{0,8}"
+                        ],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any JSON value gives a product or a reason, never a panic; a
+            /// product always has a valid code.
+            #[test]
+            fn any_json_gives_a_product_or_a_reason(value in json()) {
+                if let Ok(p) = product_from_json(value, None) {
+                    prop_assert!(validate_code(&p.code).is_ok());
+                }
+            }
+
+            /// Any bytes, in any format, are read to the end without a panic.
+            #[test]
+            fn any_bytes_are_read_without_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..600),
+                header in prop_oneof![Just(""), Just("code\tname\tfat_100g\n"), Just("code,product_name,fat_100g\n")],
+                format in prop_oneof![Just(None), Just(Some(Format::Tsv)), Just(Some(Format::Csv)), Just(Some(Format::Jsonl))],
+            ) {
+                let mut input = header.as_bytes().to_vec();
+                input.extend_from_slice(&bytes);
+                let records: Vec<_> = read_records(Box::new(std::io::Cursor::new(input)), "p".into(), format, None).collect();
+                for record in records.iter().flatten() {
+                    prop_assert!(validate_code(&record.code).is_ok());
+                }
+            }
+        }
+    }
 }
