@@ -61,16 +61,23 @@ PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
 export REDISCLI_AUTH; REDISCLI_AUTH=$(cat k8s/overlays/minikube/secrets/redis-password)
 R() { redis-cli -h "$(svc_ip lab8-redis)" --raw "$@"; }   # assertions from the host, through the Service
 in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
-raw_added() { R XINFO STREAM lab8:raw | awk 'prev == "entries-added" { print } { prev = $0 }'; } # survives trimming
+raw_added() { R XINFO STREAM lab8:raw | field entries-added; } # survives trimming
 rejected_total() { R HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }'; }
-group_backlog() { R XINFO GROUPS "$1" | awk 'prev == "pending" || prev == "lag" { s += $1 } { prev = $1 } END { print s + 0 }'; }
+field() { awk -v f="$1" 'prev == f && !done { print; done = 1 } { prev = $0 }'; } # value after a key in redis-cli --raw output
+# A stream's only group has everything acknowledged: nothing pending, and it has been
+# delivered the stream's last entry (XINFO's lag is not trusted after an AOF replay).
+group_done() {
+  local groups; groups=$(R XINFO GROUPS "$1")
+  [ "$(field pending <<<"$groups")" = 0 ] \
+    && [ "$(field last-delivered-id <<<"$groups")" = "$(R XINFO STREAM "$1" | field last-generated-id)" ]
+}
 reconciled() { # every raw record is in the mart with a cluster or a dead letter; nothing in flight
   local raw products assigned rejected
   raw=$(raw_added); products=$(R HLEN lab8:mart:products); assigned=$(R HLEN lab8:mart:assignments)
   rejected=$(rejected_total)
   echo "raw=$raw products=$products assigned=$assigned rejected=$rejected" >"$ARTIFACTS/state.txt"
   [ "$raw" -eq "${1:-$raw}" ] && [ "$products" -eq "$assigned" ] && [ $((products + rejected)) -eq "$raw" ] \
-    && [ "$(group_backlog lab8:raw)" -eq 0 ] && [ "$(group_backlog lab8:features)" -eq 0 ] && [ "$(group_backlog lab8:predictions)" -eq 0 ]
+    && group_done lab8:raw && group_done lab8:features && group_done lab8:predictions
 }
 wait_reconciled() { # wait_reconciled EXPECTED_RAW SECONDS
   for _ in $(seq "${2:-180}"); do reconciled "$1" && { cat "$ARTIFACTS/state.txt"; return 0; }; sleep 1; done

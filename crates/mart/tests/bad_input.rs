@@ -39,8 +39,7 @@ fn bread_with(code: &str, change: &str) -> String {
 /// The JSONL corpus: (line, expected fate, code when the fate is in the mart).
 fn jsonl_corpus() -> Vec<(Vec<u8>, Fate, String)> {
     let mut cases: Vec<(Vec<u8>, Fate, String)> = Vec::new();
-    let mut mart =
-        |code: &str, change: &str, fate: Fate| (bread_with(code, change).into_bytes(), fate, code.to_string());
+    let mart = |code: &str, change: &str, fate: Fate| (bread_with(code, change).into_bytes(), fate, code.to_string());
     let long_code = "9".repeat(100);
     let huge_name = "x".repeat(20_000);
     let source_cases: Vec<(Vec<u8>, &'static str)> = vec![

@@ -6,6 +6,7 @@
 //! one Lua script that applies an entry's effects only when its XACK succeeds,
 //! so a redelivered entry never takes effect twice.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -223,23 +224,63 @@ impl Bus {
 
     /// Number of entries of `stream` not yet acknowledged by `group`
     /// (delivered-but-pending plus never delivered).
+    ///
+    /// XINFO's `lag` alone is not trusted: Redis 7.0 does not restore a
+    /// group's `entries-read` exactly when it replays its AOF, so after a
+    /// restart `lag` can stay above zero for a group that has read everything.
+    /// A group whose last delivered id is the stream's last id has nothing
+    /// undelivered, whatever `lag` says.
     pub async fn backlog(&self, stream: &str, group: &str) -> Result<u64, RedisError> {
         let mut conn = self.conn.clone();
-        let groups: Vec<redis::Value> = redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut conn).await?;
-        for g in groups {
-            let fields: std::collections::HashMap<String, redis::Value> = redis::from_redis_value(g)?;
-            let name: String = fields.get("name").map(redis::from_redis_value_ref).transpose()?.unwrap_or_default();
-            if name != group {
-                continue;
-            }
-            let pending: u64 = fields.get("pending").map(redis::from_redis_value_ref).transpose()?.unwrap_or(0);
-            let lag: Option<u64> = match fields.get("lag") {
-                Some(redis::Value::Nil) | None => None,
-                Some(v) => Some(redis::from_redis_value_ref(v)?),
-            };
-            return Ok(pending + lag.unwrap_or(0));
+        let groups: Vec<HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut conn).await?;
+        let Some(fields) = groups.iter().find(|g| field::<String>(g, "name").ok().flatten().as_deref() == Some(group))
+        else {
+            return Ok(0);
+        };
+        let pending = field::<u64>(fields, "pending")?.unwrap_or(0);
+        let last_delivered = StreamId::parse(&field::<String>(fields, "last-delivered-id")?.unwrap_or_default());
+        let info: HashMap<String, redis::Value> =
+            redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(&mut conn).await?;
+        let last_generated = StreamId::parse(&field::<String>(&info, "last-generated-id")?.unwrap_or_default());
+        if last_delivered >= last_generated {
+            return Ok(pending);
         }
-        Ok(0)
+        let undelivered = match field::<u64>(fields, "lag")? {
+            Some(lag) if lag > 0 => lag,
+            // Unknown: count what follows the last delivered entry, in pages.
+            _ => {
+                let mut count = 0u64;
+                let mut start = format!("({last_delivered}");
+                loop {
+                    let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                        .arg(stream)
+                        .arg(&start)
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(10_000)
+                        .query_async(&mut conn)
+                        .await?;
+                    count += page.ids.len() as u64;
+                    match page.ids.last() {
+                        Some(last) if page.ids.len() == 10_000 => start = format!("({}", last.id),
+                        _ => break count,
+                    }
+                }
+            }
+        };
+        Ok(pending + undelivered)
+    }
+}
+
+/// A field of an XINFO reply; `None` when absent or nil.
+fn field<T: redis::FromRedisValue>(
+    fields: &HashMap<String, redis::Value>,
+    name: &str,
+) -> Result<Option<T>, RedisError> {
+    match fields.get(name) {
+        None | Some(redis::Value::Nil) => Ok(None),
+        Some(v) => Ok(Some(redis::from_redis_value_ref(v)?)),
     }
 }
 
