@@ -49,6 +49,10 @@ stage "1 cluster up, images built and loaded"
 "$LAB8_ROOT/scripts/cluster/up.sh"
 
 stage "2 apply the overlay, wait for Ready"
+# A clean slate when a kept cluster is reused: no namespace, volume or Redis data left.
+kc delete namespace "$NS" --ignore-not-found --wait=true --timeout=120s
+kc delete pv lab8-redis-data-0 --ignore-not-found --wait=true --timeout=60s
+find "$CLUSTER_DIR/pv/redis-0" -mindepth 1 -delete
 scripts/gen-secrets.sh minikube
 kc apply -k "$OVERLAY" | tee "$ARTIFACTS/apply.txt"
 k rollout status statefulset/lab8-redis --timeout=300s
@@ -136,7 +140,7 @@ sleep 3
 KUBECTL="$CLUSTER_BIN/kubectl" NAMESPACE=$NS scripts/rollout.sh "$NEW_TAG" | tee "$ARTIFACTS/rollout.txt"
 sleep 3; touch "$ARTIFACTS/stop"; wait "$load_pid"
 cat "$ARTIFACTS/load-rollout.json"; echo
-check "the images now run the new tag, in every container" sh -c "! $CLUSTER_BIN/kubectl -n $NS get pods -o jsonpath='{..image}' | tr ' ' '\n' | grep '^lab8/\(source\|mart\|model\)' | grep -v ':$NEW_TAG\$'"
+check "every container of the Deployments now runs the new tag" sh -c "! $CLUSTER_BIN/kubectl -n $NS get deployments -o jsonpath='{..image}' | tr ' ' '\\n' | grep -v ':$NEW_TAG\$'"
 check "0 failed requests during the rolling update" python3 -c "import json,sys; s=json.load(open('$ARTIFACTS/load-rollout.json')); sys.exit(s['ingest_failed'] + s['predict_failed'] != 0 or s['ingest_ok'] == 0)"
 sent=$(python3 -c "import json; print(json.load(open('$ARTIFACTS/load-rollout.json'))['records_sent'])")
 check "0 lost records: all $sent pushed during the update reconcile" wait_reconciled $((raw_before + sent)) 300
@@ -146,6 +150,8 @@ raw_before=$(raw_added)
 python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-kill.json" &
 push_pid=$!
 for _ in $(seq 100); do [ "$(raw_added)" -gt $((raw_before + 3000)) ] && break; sleep 0.1; done
+# What the victims hold at the moment they die (pending = delivered, not yet acknowledged).
+{ echo "raw/mart:"; R XPENDING lab8:raw mart; echo "features/model:"; R XPENDING lab8:features model; } >"$ARTIFACTS/pending-at-kill.txt" 2>&1 || true
 k delete pod -l app.kubernetes.io/component=mart --grace-period=0 --force 2>&1 | tail -1
 k delete pod -l app.kubernetes.io/component=model --grace-period=0 --force 2>&1 | tail -1
 wait "$push_pid"; cat "$ARTIFACTS/push-kill.json"

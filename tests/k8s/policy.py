@@ -196,19 +196,20 @@ def quantity(value):
     return number * units.get(unit, 1)
 
 
-def pod_requests(doc, resource):
-    """Effective pod request: max(largest init container, sum of containers)."""
+def pod_total(doc, section, resource):
+    """Effective pod requests or limits: max(largest init container, sum of containers)."""
     spec = pod_spec(doc)
-    init = max([quantity(c["resources"]["requests"][resource]) for c in spec.get("initContainers", [])] or [0])
-    main = sum(quantity(c["resources"]["requests"][resource]) for c in spec["containers"])
+    init = max([quantity(c["resources"][section][resource]) for c in spec.get("initContainers", [])] or [0])
+    main = sum(quantity(c["resources"][section][resource]) for c in spec["containers"])
     return max(init, main)
 
 
-def footprint(docs, resource, surge=True):
-    """Requests of every pod, plus one surge pod per Deployment during a rolling update."""
+def footprint(docs, resource, surge=True, section="requests", replicas=None):
+    """Requests (or limits) of every pod, plus one surge pod per Deployment during a
+    rolling update; `replicas` overrides the count of some Deployments by name."""
     total = 0.0
     for doc in workloads(docs):
-        replicas = doc["spec"].get("replicas", 1)
+        count = (replicas or {}).get(doc["metadata"]["name"], doc["spec"].get("replicas", 1))
         extra = 1 if surge and doc["kind"] == "Deployment" else 0
-        total += pod_requests(doc, resource) * (replicas + extra)
+        total += pod_total(doc, section, resource) * (count + extra)
     return total

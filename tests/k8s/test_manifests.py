@@ -118,6 +118,17 @@ def test_minikube_fits_a_two_cpu_four_gib_node_with_surge(minikube):
     assert policy.quantity(quota["requests.memory"]) >= memory
 
 
+def test_minikube_quota_admits_the_scale_out_to_three(minikube):
+    """The assignment scales mart and model to 3 replicas in the same namespace."""
+    quota = find(minikube, "ResourceQuota", "lab8-quota")["spec"]["hard"]
+    three = {"lab8-mart": 3, "lab8-model": 3}
+    for section in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            need = policy.footprint(minikube, resource, section=section, replicas=three)
+            assert policy.quantity(quota[f"{section}.{resource}"]) >= need, f"{section}.{resource}: quota below {need}"
+    assert policy.footprint(minikube, "cpu", replicas=three) <= 2 * 0.75, "3 replicas must still fit the node's 2 CPUs"
+
+
 def test_production_scales_out():
     docs = render("production")
     for name in ("lab8-mart", "lab8-model"):
