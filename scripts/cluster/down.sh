@@ -32,10 +32,11 @@ pkill -9 -f 'containerd-shim.*lab8-containerd' 2>/dev/null || true
 grep -E ' (/var/lib/lab8-kubelet|/var/lib/lab8-cluster/containerd|/run/lab8-containerd)' /proc/mounts | awk '{ print $2 }' | sort -r \
   | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 ip link del cni0 2>/dev/null || true
+# kube-proxy's and CNI's iptables chains and the rules that jump to them; Docker's stay.
 for table in filter nat mangle; do
-  if iptables-save -t "$table" | grep -qE 'KUBE-|CNI-'; then
-    iptables-save -t "$table" | grep -vE 'KUBE-|CNI-' | iptables-restore -T "$table" 2>/dev/null \
-      || iptables-save -t "$table" | grep -vE 'KUBE-|CNI-' | iptables-restore
+  rules=$(iptables-save -t "$table")
+  if grep -E 'KUBE-|CNI-' <<<"$rules" >/dev/null; then
+    grep -vE 'KUBE-|CNI-' <<<"$rules" | iptables-restore -T "$table"
   fi
 done
 rm -rf "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/run" /var/lib/lab8-kubelet /var/lib/cni/networks/lab8-pod-network \
