@@ -1,0 +1,46 @@
+//! The model refuses a missing or corrupt model at start, naming MODEL_DIR.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lab8_protocol::testing::{run_binary, RedisServer};
+
+const MODEL: &str = env!("CARGO_BIN_EXE_lab8-model");
+
+fn serve(model_dir: &Path, redis: &RedisServer) -> (Option<i32>, String) {
+    let url = redis.url();
+    let dir = model_dir.to_str().unwrap();
+    run_binary(
+        Path::new(MODEL),
+        &["serve", "--once"],
+        &[("MODEL_DIR", dir), ("REDIS_URL", &url)],
+        Duration::from_secs(20),
+    )
+}
+
+#[test]
+fn missing_or_corrupt_models_fail_fast_naming_model_dir() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (status, output) = serve(&dir.path().join("absent"), &redis);
+    assert!(status.is_some_and(|c| c != 0) && output.contains("MODEL_DIR"), "{status:?} {output}");
+    std::fs::write(dir.path().join("model.json"), "{ not a model").unwrap();
+    let (status, output) = serve(dir.path(), &redis);
+    assert!(
+        status.is_some_and(|c| c != 0) && output.contains("MODEL_DIR") && output.contains("not a valid model"),
+        "{output}"
+    );
+    // The committed artifact, unpacked by the binary itself, serves.
+    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/model-lab5-1.0.0.zip");
+    let out = dir.path().join("unpacked");
+    let (status, output) = run_binary(
+        Path::new(MODEL),
+        &["unpack", zip.to_str().unwrap(), out.to_str().unwrap()],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, Some(0), "{output}");
+    let (status, output) = serve(&out, &redis);
+    assert_eq!(status, Some(0), "{output}");
+    assert!(output.contains("model loaded"), "{output}");
+}
