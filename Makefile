@@ -38,3 +38,11 @@ cluster-down: ## Stop it and clean up
 
 e2e: ## The end-to-end test on that cluster (up, apply, test, tear down)
 	scripts/e2e.sh
+
+.PHONY: bench
+bench: ## Benchmarks against their anchors (not part of make test); writes docs/BENCHMARKS.md
+	scripts/bench.sh
+
+.PHONY: report
+report: ## Regenerate docs/REPORT.md: outputs from a local-cluster run, figures
+	scripts/report.sh

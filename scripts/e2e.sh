@@ -58,6 +58,15 @@ kc apply -k "$OVERLAY" | tee "$ARTIFACTS/apply.txt"
 k rollout status statefulset/lab8-redis --timeout=300s
 for svc in source mart model; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
 check "every pod is Ready" k wait --for=condition=Ready pods --all --timeout=120s
+# Captured for docs/REPORT.md.
+k get pods,svc -o wide >"$ARTIFACTS/get-after-apply.txt"
+k get configmaps,secrets >"$ARTIFACTS/config-objects.txt"
+k describe resourcequota lab8-quota >"$ARTIFACTS/quota.txt"
+k describe limitrange lab8-limits >"$ARTIFACTS/limitrange.txt"
+model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | head -1)
+k logs "$model_pod" -c unpack-model >"$ARTIFACTS/model-init-unpack.txt"
+k logs "$model_pod" -c wait-for-mart >"$ARTIFACTS/model-init-wait.txt"
+k get "$model_pod" -o jsonpath='{range .spec.containers[0].env[*]}{.name}={.value}{"\n"}{end}' >"$ARTIFACTS/model-env.txt"
 
 svc_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 SOURCE_URL="http://$(svc_ip lab8-source):8080/products"
@@ -177,3 +186,5 @@ for component in mart model; do
   check "all 3 $component replicas acknowledged entries ($workers)" test "$workers" -eq 3
 done
 R XINFO CONSUMERS lab8:raw mart >"$ARTIFACTS/consumers-raw.txt" || true
+k get pods,svc -o wide >"$ARTIFACTS/get-after-scale.txt"
+R HGETALL lab8:mart:clusters >"$ARTIFACTS/cluster-profiles.txt"

@@ -72,6 +72,22 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Service(Child);
+
+impl Service {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 struct Services {
     redis_url: String,
     password_file: PathBuf,
@@ -80,7 +96,7 @@ struct Services {
 }
 
 impl Services {
-    fn spawn(&self, which: &str, restarts: usize) -> Child {
+    fn spawn(&self, which: &str, restarts: usize) -> Service {
         let log = std::fs::File::create(self.logs.join(format!("{which}-{restarts}.log"))).unwrap();
         let mut command = match which {
             "mart" => Command::new(binary("lab8-mart")),
@@ -106,7 +122,7 @@ impl Services {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        command.spawn().unwrap()
+        Service(command.spawn().unwrap())
     }
 }
 
@@ -224,8 +240,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
         if backlog(&bus, bus.keys().raw_stream(), "mart").await > 0 {
             mart_kills_mid_run += 1;
         }
-        mart.kill().unwrap();
-        mart.wait().unwrap();
+        mart.kill();
         mart_kills += 1;
         mart = services.spawn("mart", mart_kills);
     }
@@ -242,8 +257,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
         if work > 0 {
             model_kills_mid_run += 1;
         }
-        model.kill().unwrap();
-        model.wait().unwrap();
+        model.kill();
         model_kills += 1;
         model = services.spawn("model", model_kills);
     }
@@ -263,10 +277,8 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     tokio::time::sleep(Duration::from_millis(2500)).await; // one profile refresh
     let got = mart_state(&bus).await;
     let total = profile_total(&bus).await;
-    for child in [&mut mart, &mut model] {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    mart.kill();
+    model.kill();
     println!(
         "{mart_kills} mart kills ({mart_kills_mid_run} mid-run), {model_kills} model kills ({model_kills_mid_run} mid-run), \
          {redis_restarts} Redis restart in {faults_done:?}; settled after {:?}",

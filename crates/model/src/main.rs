@@ -84,7 +84,9 @@ async fn main() -> anyhow::Result<()> {
                 None => KChoice::BySilhouette { min: k_min, max: k_max },
             };
             let options = TrainOptions { k, seed, silhouette_sample, ..Default::default() };
+            let fit_started = std::time::Instant::now();
             let trained = tokio::task::spawn_blocking(move || train(&rows, &options)).await??;
+            let fit_seconds = fit_started.elapsed().as_secs_f64();
             let model = trained.artifact;
             model.write_zip(&output)?;
             let mut sizes = vec![0usize; model.k];
@@ -97,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("  k = {k:>2}  silhouette {s:.4}");
             }
             println!("cluster sizes: {sizes:?}");
+            println!("fit time: {fit_seconds:.3} s");
             println!("artifact: {}", output.display());
             Ok(())
         }

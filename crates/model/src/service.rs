@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lab8_protocol::bus::{commit, consume, scan_hash, Bus, CommitTarget, ConsumerOptions, Entry, Outcome, TableMode};
 use lab8_protocol::keys::MODEL_GROUP;
 use lab8_protocol::messages::{FeatureRow, Prediction, ProductRow};
-use lab8_protocol::service::{ops_router, Ops, Shutdown};
+use lab8_protocol::service::{ops_router, HttpError, Ops, Shutdown};
 use lab8_protocol::{FEATURES, N_FEATURES};
 use redis::RedisError;
 use serde::{Deserialize, Serialize};
@@ -127,14 +126,6 @@ pub struct PredictResponse {
     pub model_version: String,
 }
 
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
 /// Reads the features of one product from `{"energy_kj": …, "fat_g": …}`
 /// (feature names) or the export's columns (`energy_100g`, `fat_100g`, …).
 /// `fiber_g` may be left out (0, as in the mart's policy).
@@ -166,11 +157,11 @@ struct ApiState {
     ops: Ops,
 }
 
-async fn predict(State(state): State<ApiState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
-    let score = |item: &Value| -> Result<PredictResponse, ApiError> {
-        let x = features_from_json(item).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+async fn predict(State(state): State<ApiState>, body: axum::body::Bytes) -> Result<Json<Value>, HttpError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+    let score = |item: &Value| -> Result<PredictResponse, HttpError> {
+        let x = features_from_json(item).map_err(|e| HttpError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
         let (cluster, distance) = state.model.predict(&x);
         Ok(PredictResponse { cluster, distance, model_version: state.model.model_version.clone() })
     };

@@ -200,6 +200,16 @@ impl Metrics {
     }
 }
 
+/// An HTTP error answered as JSON `{"error": …}` with its status.
+#[derive(Debug)]
+pub struct HttpError(pub StatusCode, pub String);
+
+impl axum::response::IntoResponse for HttpError {
+    fn into_response(self) -> axum::response::Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
 /// State behind the operational endpoints.
 #[derive(Clone, Default)]
 pub struct Ops {

@@ -4,10 +4,9 @@
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use lab8_protocol::service::{ops_router, Ops};
+use lab8_protocol::service::{ops_router, HttpError, Ops};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -39,17 +38,8 @@ pub struct RejectedItem {
     pub reason: String,
 }
 
-/// An error answered as JSON `{"error": …}` with its status.
-struct AppError(StatusCode, String);
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<IngestResponse>, AppError> {
-    let records = records_from_json_body(&body).map_err(|e| AppError(StatusCode::BAD_REQUEST, e))?;
+async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<IngestResponse>, HttpError> {
+    let records = records_from_json_body(&body).map_err(|e| HttpError(StatusCode::BAD_REQUEST, e))?;
     let rejected: Vec<RejectedItem> = records
         .iter()
         .filter_map(|r| r.as_ref().err())
@@ -59,7 +49,7 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
         let mut loader = state.loader.lock().await;
         loader.send(records).await.map_err(|e| {
             tracing::error!(error = %e, "ingest failed: Redis unavailable");
-            AppError(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later".into())
+            HttpError(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later".into())
         })?
     };
     let metrics = &state.ops.metrics;
@@ -78,13 +68,7 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
             *n,
         );
     }
-    tracing::info!(
-        received = summary.read,
-        sent = summary.sent,
-        duplicates = summary.duplicates,
-        rejected = summary.rejected_total(),
-        "ingest batch"
-    );
+    summary.log("ingest batch");
     Ok(Json(IngestResponse { received: summary.read, sent: summary.sent, duplicates: summary.duplicates, rejected }))
 }
 

@@ -34,6 +34,17 @@ impl LoadSummary {
         self.rejected.values().sum()
     }
 
+    /// Logs the counts with `message`.
+    pub fn log(&self, message: &str) {
+        tracing::info!(
+            read = self.read,
+            sent = self.sent,
+            duplicates = self.duplicates,
+            rejected = self.rejected_total(),
+            "{message}"
+        );
+    }
+
     fn add(&mut self, other: &LoadSummary) {
         self.read += other.read;
         self.sent += other.sent;
@@ -156,13 +167,7 @@ impl Loader {
         reader.await?;
         bar.finish_and_clear();
         summary.seconds = started.elapsed().as_secs_f64();
-        tracing::info!(
-            read = summary.read,
-            sent = summary.sent,
-            duplicates = summary.duplicates,
-            rejected = summary.rejected_total(),
-            "load finished"
-        );
+        summary.log("load finished");
         Ok(summary)
     }
 }

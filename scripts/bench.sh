@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# make bench: every figure of docs/BENCHMARKS.md, each against its anchor in
+# the same run on this machine. Env: BENCH_SIZES (default "16014 1000000
+# 5000000"; 16014 is the real sample, larger sets are resampled from it),
+# BENCH_REPEATS (default 3; the largest size runs once).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$LAB8_ROOT"
+
+SIZES=${BENCH_SIZES:-"16014 1000000 5000000"}
+REPEATS=${BENCH_REPEATS:-3}
+OUT=$LAB8_ROOT/artifacts/bench; mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl; : >"$RESULTS"
+BENCH_VENV=$HOME/.cache/lab8/bench-venv
+PY=$BENCH_VENV/bin/python
+
+ensure_redis
+apt_install wrk time
+build
+if ! "$PY" -c 'import pyspark, sklearn, matplotlib' 2>/dev/null; then
+  log "bench venv (pyspark, scikit-learn, matplotlib)"
+  python3 -m venv "$BENCH_VENV"
+  "$BENCH_VENV/bin/pip" install -q -r bench/requirements.txt
+fi
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/lab8-bench.XXXXXX")
+SERVICE_PIDS=()
+cleanup() { for p in "${SERVICE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; stop_redis; rm -rf "$RUN"; }
+trap cleanup EXIT
+# No persistence here: these figures are about lab8's code, not the disk.
+start_redis "$RUN/redis"
+export RUST_LOG=warn
+RC=(redis-cli -p "$REDIS_PORT")
+
+record() { # record METRIC SIZE VALUE UNIT RUN [EXTRA_JSON]
+  printf '{"metric":"%s","size":%s,"value":%s,"unit":"%s","run":%s%s}\n' "$1" "$2" "$3" "$4" "$5" "${6:+,$6}" | tee -a "$RESULTS"
+}
+timed() { # timed OUTFILE CMD...: runs CMD, stdout to OUTFILE; prints "seconds max_rss_kb"
+  local out=$1; shift
+  /usr/bin/time -f '%e %M' -o "$RUN/time" "$@" >"$out"
+  cat "$RUN/time"
+}
+field() { sed -n "s/.*\"$1\": *\\([0-9.e+-]*\\).*/\\1/p" | head -1; }
+
+for size in $SIZES; do
+  if [ "$size" = 16014 ]; then
+    files=(data/openfoodfacts/*.tsv)
+  else
+    log "generating $size products"
+    [ -s "$RUN/data-$size.tsv" ] || "$PY" bench/gen_data.py "$size" "$RUN/data-$size.tsv"
+    files=("$RUN/data-$size.tsv")
+  fi
+  runs=$REPEATS; [ "$size" = "${SIZES##* }" ] && [ "$(wc -w <<<"$SIZES")" -gt 1 ] && runs=1
+  for run in $(seq "$runs"); do
+    log "size $size, run $run/$runs"
+    "${RC[@]}" FLUSHALL >/dev/null
+    read -r secs rss < <(timed "$RUN/load.json" "$LAB8_BIN/lab8-source" load --quiet --json "${files[@]}")
+    read_count=$(tail -1 "$RUN/load.json" | field read)
+    record ingest_records_per_s "$size" "$(awk -v n="$read_count" -v s="$secs" 'BEGIN { print n / s }')" "records/s" "$run"
+    record rss_source_load_kb "$size" "$rss" KiB "$run"
+    # The anchor: redis-benchmark's pipelined XADD of the same payload size on the same Redis.
+    payload_bytes=$("${RC[@]}" --raw XRANGE lab8:raw - + COUNT 200 | awk 'length($0) > 20 { s += length($0); n++ } END { printf "%d", s / n }')
+    payload=$(head -c "$payload_bytes" </dev/zero | tr '\0' 'x')
+    n_xadd=$(( size < 1000000 ? size * 10 : 1000000 ))
+    xadd=$(redis-benchmark -p "$REDIS_PORT" -n "$n_xadd" -P 64 -q XADD bench:xadd '*' p "$payload" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+    "${RC[@]}" DEL bench:xadd >/dev/null
+    record redis_xadd_per_s "$size" "$xadd" "XADD/s" "$run" "\"payload_bytes\":$payload_bytes"
+
+    raw=$("${RC[@]}" XLEN lab8:raw)
+    read -r secs rss < <(timed "$RUN/mart.txt" "$LAB8_BIN/lab8-mart" --once --consumer-name bench)
+    record mart_clean_rows_per_s "$size" "$(awk -v n="$raw" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
+    record rss_mart_kb "$size" "$rss" KiB "$run"
+    read -r secs rss < <(timed "$RUN/train.txt" "$LAB8_BIN/lab8-model" train --k 4 --output "$RUN/model.zip")
+    record train_fit_seconds "$size" "$(sed -n 's/^fit time: \([0-9.]*\) s/\1/p' "$RUN/train.txt")" s "$run"
+    record rss_train_kb "$size" "$rss" KiB "$run"
+    "$LAB8_BIN/lab8-model" unpack "$RUN/model.zip" "$RUN/model" >/dev/null
+    features=$("${RC[@]}" XLEN lab8:features)
+    read -r secs rss < <(MODEL_DIR=$RUN/model timed "$RUN/score.txt" "$LAB8_BIN/lab8-model" serve --once --consumer-name bench)
+    record score_rows_per_s "$size" "$(awk -v n="$features" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
+    record rss_model_score_kb "$size" "$rss" KiB "$run"
+    read -r secs rss < <(timed "$RUN/mart2.txt" "$LAB8_BIN/lab8-mart" --once --consumer-name bench)
+    record mart_materialise_rows_per_s "$size" "$(awk -v n="$features" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
+
+    # Cleaning alone, from the file: lab8 (Rust, Polars) against PySpark local mode.
+    "$CARGO_TARGET_DIR/release/examples/bench_clean" "${files[@]}" >"$RUN/clean.json"
+    record lab8_clean_rows_per_s "$size" "$(field total_rows_per_s <"$RUN/clean.json")" "rows/s" "$run"
+    "$PY" bench/pyspark_clean.py "${files[@]}" 2>/dev/null | tail -1 >"$RUN/spark.json"
+    record pyspark_clean_rows_per_s "$size" "$(field rows_per_s <"$RUN/spark.json")" "rows/s" "$run"
+
+    # Training: linfa against scikit-learn, same matrix, same k and settings.
+    "${RC[@]}" --raw HVALS lab8:mart:products >"$RUN/products.jsonl"
+    (cd "$RUN" && rm -rf m && mkdir m && "$LAB8_BIN/lab8-model" unpack model.zip m >/dev/null)
+    "$PY" bench/sklearn_kmeans.py "$RUN/products.jsonl" "$RUN/m/model.json" >"$RUN/sk.json"
+    record sklearn_fit_seconds "$size" "$(field sklearn_seconds <"$RUN/sk.json")" s "$run"
+    record kmeans_ari "$size" "$(field ari <"$RUN/sk.json")" "ARI" "$run"
+    record lab8_inertia "$size" "$(field lab8_inertia <"$RUN/sk.json")" "" "$run"
+    record sklearn_inertia "$size" "$(field sklearn_inertia <"$RUN/sk.json")" "" "$run"
+  done
+done
+
+log "/predict under wrk, and end-to-end latency, on the real sample's model"
+size=${SIZES%% *}
+port=$(free_port)
+MODEL_DIR=$LAB8_ROOT/dist LISTEN_ADDR=127.0.0.1:$port "$LAB8_BIN/lab8-model" unpack dist/model-lab5-1.0.0.zip "$RUN/dist-model" >/dev/null
+for run in $(seq "$REPEATS"); do
+  MODEL_DIR=$RUN/dist-model LISTEN_ADDR=127.0.0.1:$port "$LAB8_BIN/lab8-model" serve --consumer-name wrk &
+  pid=$!; SERVICE_PIDS+=("$pid")
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  wrk -t2 -c16 -d10s --latency -s bench/post.lua "http://127.0.0.1:$port/predict" >"$RUN/wrk.txt"
+  to_ms() { awk '{ v = $1; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }'; }
+  record predict_p50_ms "$size" "$(awk '$1 == "50%" { print $2 }' "$RUN/wrk.txt" | to_ms)" ms "$run"
+  record predict_p99_ms "$size" "$(awk '$1 == "99%" { print $2 }' "$RUN/wrk.txt" | to_ms)" ms "$run"
+  record predict_requests_per_s "$size" "$(awk '/Requests\/sec/ { print $2 }' "$RUN/wrk.txt")" "req/s" "$run"
+  record rss_model_serve_kb "$size" "$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")" KiB "$run"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+"${RC[@]}" FLUSHALL >/dev/null
+sport=$(free_port); mport=$(free_port); oport=$(free_port)
+LISTEN_ADDR=127.0.0.1:$sport "$LAB8_BIN/lab8-source" serve & SERVICE_PIDS+=($!); spid=$!
+LISTEN_ADDR=127.0.0.1:$mport BLOCK_MS=100 PROFILE_INTERVAL_SECS=2 "$LAB8_BIN/lab8-mart" & SERVICE_PIDS+=($!); mpid=$!
+MODEL_DIR=$RUN/dist-model LISTEN_ADDR=127.0.0.1:$oport BLOCK_MS=100 "$LAB8_BIN/lab8-model" serve & SERVICE_PIDS+=($!); opid=$!
+for p in $sport $mport $oport; do for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/readyz" >/dev/null && break; sleep 0.1; done; done
+for run in $(seq "$REPEATS"); do
+  "$PY" bench/latency.py "http://127.0.0.1:$sport/products" "$REDIS_PORT" 2000 15 >"$RUN/lat.json"
+  record e2e_p50_ms "$size" "$(field p50_ms <"$RUN/lat.json")" ms "$run" "\"rate\":$(field rate <"$RUN/lat.json")"
+  record e2e_p99_ms "$size" "$(field p99_ms <"$RUN/lat.json")" ms "$run"
+done
+for name in source:$spid mart:$mpid model:$opid; do
+  record "rss_${name%%:*}_serving_kb" "$size" "$(awk '/VmHWM/ { print $2 }' "/proc/${name##*:}/status")" KiB 1
+done
+for image in source mart model redis; do
+  bytes=$(docker image inspect --format '{{.Size}}' "lab8/$image:1.0.0" 2>/dev/null || echo 0)
+  record "image_${image}_mb" 0 "$(awk -v b="$bytes" 'BEGIN { print b / 1e6 }')" MB 1
+done
+
+"$PY" bench/report.py "$RESULTS" docs >/dev/null
+log "wrote docs/BENCHMARKS.md and docs/bench-*.png from $RESULTS"
