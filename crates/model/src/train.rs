@@ -111,18 +111,48 @@ fn sample_indices(n: usize, size: usize) -> Vec<usize> {
     (0..size).map(|i| i * n / size).collect()
 }
 
-fn fit(
-    z: &Array2<f64>,
-    k: usize,
-    options: &TrainOptions,
-) -> Result<KMeans<f64, linfa_nn::distance::L2Dist>, TrainError> {
-    let dataset = DatasetBase::from(z.clone());
-    let rng = Xoshiro256Plus::seed_from_u64(options.seed);
+type Model = KMeans<f64, linfa_nn::distance::L2Dist>;
+
+/// One k-means++ start with its own seed.
+fn fit_once(z: &Array2<f64>, k: usize, options: &TrainOptions, seed: u64) -> Result<Model, TrainError> {
+    let dataset = DatasetBase::from(z.view());
+    let rng = Xoshiro256Plus::seed_from_u64(seed);
     Ok(KMeans::params_with_rng(k, rng)
-        .n_runs(options.n_runs)
+        .n_runs(1)
         .tolerance(options.tolerance)
         .max_n_iterations(options.max_iterations)
         .fit(&dataset)?)
+}
+
+/// `n_runs` independent starts (seeds `seed`, `seed + 1`, …) spread over the
+/// cores, keeping the lowest inertia (ties: the lowest seed). linfa runs its
+/// restarts one after another on one core; scikit-learn parallelises its
+/// Lloyd iterations. The result does not depend on the number of cores.
+fn fit(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<Model, TrainError> {
+    let runs = options.n_runs.max(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(runs);
+    let mut results: Vec<(usize, Result<Model, TrainError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..runs)
+                        .step_by(threads)
+                        .map(|run| (run, fit_once(z, k, options, options.seed + run as u64)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a k-means worker panicked")).collect()
+    });
+    results.sort_by_key(|(run, _)| *run);
+    let mut best: Option<Model> = None;
+    for (_, result) in results {
+        let model = result?;
+        if best.as_ref().is_none_or(|b| model.inertia() < b.inertia()) {
+            best = Some(model);
+        }
+    }
+    Ok(best.expect("at least one run"))
 }
 
 /// Trains on raw (unscaled) feature rows.
@@ -147,7 +177,7 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
     let sample: Vec<usize> = sample_indices(rows.len(), options.silhouette_sample);
     let sample_points: Vec<[f64; N_FEATURES]> = sample.iter().map(|&i| scaled[i]).collect();
 
-    let mut best: Option<(usize, f64, KMeans<f64, linfa_nn::distance::L2Dist>)> = None;
+    let mut best: Option<(usize, f64, Model)> = None;
     let mut by_k = Vec::new();
     for k in min..=max {
         let model = fit(&z, k, options)?;
@@ -187,7 +217,7 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
     Ok(Trained { artifact, labels })
 }
 
-fn centroid_rows(model: &KMeans<f64, linfa_nn::distance::L2Dist>) -> Vec<[f64; N_FEATURES]> {
+fn centroid_rows(model: &Model) -> Vec<[f64; N_FEATURES]> {
     model
         .centroids()
         .rows()

@@ -69,6 +69,47 @@ impl std::fmt::Display for LoadSummary {
     }
 }
 
+/// A chunk ready to send: products serialised as `(code, JSON)`, rejections
+/// as dead letters, and the counts known before Redis answers. Built off the
+/// async task (the reader thread), so parsing and serialising overlap the
+/// round trips to Redis.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    products: Vec<(String, String)>,
+    dead_letters: Vec<DeadLetter>,
+    summary: LoadSummary,
+}
+
+impl From<Vec<SourceRecord>> for Prepared {
+    fn from(records: Vec<SourceRecord>) -> Self {
+        let mut prepared = Prepared {
+            products: Vec::with_capacity(records.len()),
+            summary: LoadSummary { read: records.len() as u64, ..Default::default() },
+            ..Default::default()
+        };
+        for record in records {
+            match record {
+                Ok(product) => {
+                    let payload = serde_json::to_string(&product).expect("RawProduct serialises");
+                    prepared.products.push((product.code, payload));
+                }
+                Err(rejection) => {
+                    tracing::debug!(reason = %rejection.reason, location = %rejection.location, "record rejected");
+                    *prepared.summary.rejected.entry(rejection.reason.clone()).or_default() += 1;
+                    prepared.dead_letters.push(DeadLetter::new(
+                        Stage::Source,
+                        rejection.reason,
+                        &rejection.code,
+                        &rejection.location,
+                        &rejection.raw,
+                    ));
+                }
+            }
+        }
+        prepared
+    }
+}
+
 /// Writes to the bus for the source.
 #[derive(Clone)]
 pub struct Loader {
@@ -83,33 +124,17 @@ impl Loader {
 
     /// Sends one chunk: products (new codes only) and rejections (as dead letters).
     pub async fn send(&mut self, records: Vec<SourceRecord>) -> Result<LoadSummary, RedisError> {
-        let mut summary = LoadSummary { read: records.len() as u64, ..Default::default() };
-        let mut products = Vec::with_capacity(records.len());
-        let mut dead_letters = Vec::new();
-        for record in records {
-            match record {
-                Ok(product) => {
-                    let payload = serde_json::to_string(&product).expect("RawProduct serialises");
-                    products.push((product.code, payload));
-                }
-                Err(rejection) => {
-                    tracing::debug!(reason = %rejection.reason, location = %rejection.location, "record rejected");
-                    *summary.rejected.entry(rejection.reason.clone()).or_default() += 1;
-                    dead_letters.push(DeadLetter::new(
-                        Stage::Source,
-                        rejection.reason,
-                        &rejection.code,
-                        &rejection.location,
-                        &rejection.raw,
-                    ));
-                }
-            }
+        self.send_prepared(Prepared::from(records)).await
+    }
+
+    /// Sends a chunk already serialised (see [`Prepared`]).
+    pub async fn send_prepared(&mut self, prepared: Prepared) -> Result<LoadSummary, RedisError> {
+        let mut summary = prepared.summary;
+        if !prepared.products.is_empty() {
+            summary.sent = bus::add_new_products(&mut self.conn, &self.keys, &prepared.products).await?;
+            summary.duplicates = prepared.products.len() as u64 - summary.sent;
         }
-        if !products.is_empty() {
-            summary.sent = bus::add_new_products(&mut self.conn, &self.keys, &products).await?;
-            summary.duplicates = products.len() as u64 - summary.sent;
-        }
-        bus::add_dead_letters(&mut self.conn, &self.keys, &dead_letters).await?;
+        bus::add_dead_letters(&mut self.conn, &self.keys, &prepared.dead_letters).await?;
         Ok(summary)
     }
 
@@ -139,26 +164,28 @@ impl Loader {
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         let positions: Vec<_> = opened.iter().map(|(_, p)| p.clone()).collect();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<SourceRecord>>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Prepared>(4);
         let reader = tokio::task::spawn_blocking(move || {
             for (records, _) in opened {
                 let mut batch = Vec::with_capacity(chunk);
                 for record in records {
                     batch.push(record);
                     if batch.len() == chunk
-                        && tx.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(chunk))).is_err()
+                        && tx
+                            .blocking_send(Prepared::from(std::mem::replace(&mut batch, Vec::with_capacity(chunk))))
+                            .is_err()
                     {
                         return;
                     }
                 }
-                if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+                if !batch.is_empty() && tx.blocking_send(Prepared::from(batch)).is_err() {
                     return;
                 }
             }
         });
         let mut summary = LoadSummary::default();
         while let Some(batch) = rx.recv().await {
-            let sent = self.send(batch).await?;
+            let sent = self.send_prepared(batch).await?;
             summary.add(&sent);
             bar.set_position(positions.iter().map(|p| p.load(Ordering::Relaxed)).sum());
             let rate = summary.read as f64 / started.elapsed().as_secs_f64().max(1e-9);
