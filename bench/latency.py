@@ -46,7 +46,7 @@ def main():
         batch = []
         for _ in range(20):
             item = dict(BASE, code=f"lat{int(started)}-{i}")
-            item["fat_100g"] = 5 + (i % 30)
+            item["fat_100g"] = 5 + (i % 20)  # all valid: fat + carbs + proteins + fiber ≤ 96 g
             batch.append(item)
             i += 1
         request = urllib.request.Request(url, data=json.dumps(batch).encode(), headers={"content-type": "application/json"})
@@ -60,6 +60,8 @@ def main():
     end = time.perf_counter()
     done.set()
     poller.join()
+    # Every record is valid: one missing from the mart would be a lost record.
+    assert len(seen_at) == len(sent_at), f"{len(sent_at) - len(seen_at)} records never reached the mart"
     latencies = sorted((seen_at[c] - sent_at[c]) * 1000 for c in seen_at)
     pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]
     print(json.dumps({"records": len(sent_at), "seen": len(seen_at), "rate": len(sent_at) / (end - started),

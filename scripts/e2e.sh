@@ -66,7 +66,8 @@ k describe limitrange lab8-limits >"$ARTIFACTS/limitrange.txt"
 model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | head -1)
 k logs "$model_pod" -c unpack-model >"$ARTIFACTS/model-init-unpack.txt"
 k logs "$model_pod" -c wait-for-mart >"$ARTIFACTS/model-init-wait.txt"
-k get "$model_pod" -o jsonpath='{range .spec.containers[0].env[*]}{.name}={.value}{"\n"}{end}' >"$ARTIFACTS/model-env.txt"
+k get "$model_pod" -o jsonpath='{range .spec.containers[0].env[*]}{.name}={.value}{.valueFrom.fieldRef.fieldPath}{"\n"}{end}' >"$ARTIFACTS/model-env.txt"
+echo "MODEL_DIR=$(k get "$(k get configmaps -o name | grep lab8-config)" -o jsonpath='{.data.MODEL_DIR}')   (envFrom the lab8-config ConfigMap)" >>"$ARTIFACTS/model-env.txt"
 
 svc_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 SOURCE_URL="http://$(svc_ip lab8-source):8080/products"

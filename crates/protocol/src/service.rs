@@ -253,14 +253,16 @@ pub async fn serve_http(
 }
 
 /// Status code of an HTTP GET on `url` (`http://host:port/path`), with a
-/// minimal HTTP/1.0 client so init containers need nothing but our binaries.
+/// minimal HTTP/1.1 client so init containers need nothing but our binaries.
 pub async fn http_get_status(url: &str, timeout: Duration) -> std::io::Result<u16> {
     let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not an http:// URL: {url}"));
     let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".to_string()));
     let request = async {
         let mut stream = tokio::net::TcpStream::connect(host).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
         let mut head = vec![0u8; 64];
         let n = stream.read(&mut head).await?;
         let line = String::from_utf8_lossy(&head[..n]);
