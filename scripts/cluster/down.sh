@@ -32,11 +32,12 @@ pkill -9 -f 'containerd-shim.*lab8-containerd' 2>/dev/null || true
 grep -E ' (/var/lib/lab8-kubelet|/var/lib/lab8-cluster/containerd|/run/lab8-containerd)' /proc/mounts | awk '{ print $2 }' | sort -r \
   | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 ip link del cni0 2>/dev/null || true
-# kube-proxy's and CNI's iptables chains and the rules that jump to them; Docker's stay.
+# kube-proxy's and CNI's iptables chains, the rules that jump to them, and
+# up.sh's own (comment lab8-cluster); Docker's stay.
 for table in filter nat mangle; do
   rules=$(iptables-save -t "$table")
-  if grep -E 'KUBE-|CNI-' <<<"$rules" >/dev/null; then
-    grep -vE 'KUBE-|CNI-' <<<"$rules" | iptables-restore -T "$table"
+  if grep -E 'KUBE-|CNI-|lab8-cluster' <<<"$rules" >/dev/null; then
+    grep -vE 'KUBE-|CNI-|lab8-cluster' <<<"$rules" | iptables-restore -T "$table"
   fi
 done
 rm -rf "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/run" /var/lib/lab8-kubelet /var/lib/cni/networks/lab8-pod-network \

@@ -39,6 +39,16 @@ wait_for() { # wait_for WHAT SECONDS CMD...
   die "$what not ready after ${secs}s (logs in $CLUSTER_DIR/logs)"
 }
 
+# Pods talk only to this node: nothing they send may leave through the host's
+# uplink (a Service without ready endpoints would otherwise be routed out to the
+# default gateway). Tagged so that down.sh removes them.
+uplink=$(ip -4 -o route show default | awk '{ print $5; exit }')
+for rule in "-s 10.244.0.0/16 -o $uplink" "-s 10.244.0.0/16 -d 10.96.0.0/12"; do
+  # shellcheck disable=SC2086
+  iptables -C FORWARD $rule -m comment --comment lab8-cluster -j REJECT 2>/dev/null \
+    || iptables -I FORWARD $rule -m comment --comment lab8-cluster -j REJECT
+done
+
 log "containerd"
 start containerd containerd --config "$HERE/containerd.toml"
 wait_for containerd 30 test -S "$CONTAINERD_SOCK"
