@@ -2,7 +2,7 @@
 //! against a real redis-server: each ends in the dead-letter stream with its
 //! reason, or is accepted by a documented rule; valid neighbours still pass.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use lab8_mart::{service, MartConfig};
 use lab8_protocol::bus::{scan_hash, ConsumerOptions};
 use lab8_protocol::messages::ProductRow;
 use lab8_protocol::service::Ops;
-use lab8_protocol::testing::RedisServer;
+use lab8_protocol::testing::{dead_letters, RedisServer};
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
 
@@ -194,11 +194,7 @@ async fn every_malformed_record_is_a_dead_letter_with_its_reason_or_documented()
     };
     service::drain(&bus, &config, &Ops::default()).await.expect("the mart keeps running through bad input");
 
-    let letters: Vec<HashMap<String, String>> = {
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(keys.dead_letter_stream()).arg("-").arg("+").query_async(&mut conn).await.unwrap();
-        reply.ids.iter().map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap())).collect()).collect()
-    };
+    let letters = dead_letters(&bus).await;
     let products: BTreeMap<String, ProductRow> = scan_hash(&mut conn, &keys.mart_products())
         .await
         .unwrap()

@@ -10,10 +10,10 @@ use lab8_mart::{service, MartConfig};
 use lab8_model::service::{score_stream, training_rows};
 use lab8_model::train::{train, TrainOptions};
 use lab8_model::ModelArtifact;
-use lab8_protocol::bus::{read_stream, scan_hash, Bus, ConsumerOptions};
+use lab8_protocol::bus::{read_stream, scan_hash, ConsumerOptions};
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
 use lab8_protocol::service::{Ops, Shutdown};
-use lab8_protocol::testing::RedisServer;
+use lab8_protocol::testing::{dead_letters, RedisServer};
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
 
@@ -36,18 +36,6 @@ fn config() -> MartConfig {
         profile_interval: std::time::Duration::from_secs(1),
         trim_acknowledged: false,
     }
-}
-
-async fn dead_letters(bus: &Bus) -> Vec<BTreeMap<String, String>> {
-    let mut conn = bus.conn.clone();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(bus.keys().dead_letter_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply.ids.into_iter().map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap())).collect()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

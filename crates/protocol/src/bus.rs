@@ -232,21 +232,18 @@ impl Bus {
     /// undelivered, whatever `lag` says.
     pub async fn backlog(&self, stream: &str, group: &str) -> Result<u64, RedisError> {
         let mut conn = self.conn.clone();
-        let groups: Vec<HashMap<String, redis::Value>> =
-            redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut conn).await?;
-        let Some(fields) = groups.iter().find(|g| field::<String>(g, "name").ok().flatten().as_deref() == Some(group))
-        else {
+        let Some(fields) = group_info(&mut conn, stream, group).await? else {
             return Ok(0);
         };
-        let pending = field::<u64>(fields, "pending")?.unwrap_or(0);
-        let last_delivered = StreamId::parse(&field::<String>(fields, "last-delivered-id")?.unwrap_or_default());
+        let pending = field::<u64>(&fields, "pending")?.unwrap_or(0);
+        let last_delivered = StreamId::parse(&field::<String>(&fields, "last-delivered-id")?.unwrap_or_default());
         let info: HashMap<String, redis::Value> =
             redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(&mut conn).await?;
         let last_generated = StreamId::parse(&field::<String>(&info, "last-generated-id")?.unwrap_or_default());
         if last_delivered >= last_generated {
             return Ok(pending);
         }
-        let undelivered = match field::<u64>(fields, "lag")? {
+        let undelivered = match field::<u64>(&fields, "lag")? {
             Some(lag) if lag > 0 => lag,
             // Unknown: count what follows the last delivered entry, in pages.
             _ => {
@@ -271,6 +268,22 @@ impl Bus {
         };
         Ok(pending + undelivered)
     }
+}
+
+/// The XINFO GROUPS entry of `group` on `stream`; `None` when the stream or
+/// the group does not exist.
+async fn group_info(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> Result<Option<HashMap<String, redis::Value>>, RedisError> {
+    let groups: Vec<HashMap<String, redis::Value>> =
+        match redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await {
+            Ok(groups) => groups,
+            Err(e) if e.to_string().contains("no such key") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+    Ok(groups.into_iter().find(|g| field::<String>(g, "name").ok().flatten().as_deref() == Some(group)))
 }
 
 /// A field of an XINFO reply; `None` when absent or nil.
@@ -643,9 +656,8 @@ pub async fn add_dead_letters(
 /// How many entries were ever added to a stream (`entries-added`): unlike
 /// XLEN, trimming does not lower it, so reconciliation can count on it.
 pub async fn entries_added(conn: &mut ConnectionManager, stream: &str) -> Result<u64, RedisError> {
-    let info: std::collections::HashMap<String, redis::Value> =
-        redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await?;
-    info.get("entries-added").map(redis::from_redis_value_ref).transpose().map(|n| n.unwrap_or(0)).map_err(Into::into)
+    let info: HashMap<String, redis::Value> = redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await?;
+    Ok(field::<u64>(&info, "entries-added")?.unwrap_or(0))
 }
 
 /// Trims the entries of `stream` that every one of `groups` has acknowledged
@@ -653,21 +665,12 @@ pub async fn entries_added(conn: &mut ConnectionManager, stream: &str) -> Result
 /// the bus does not grow without bound; nothing unacknowledged is removed.
 /// Returns the number of entries trimmed (0 while a group does not exist yet).
 pub async fn trim_acknowledged(conn: &mut ConnectionManager, stream: &str, groups: &[&str]) -> Result<u64, RedisError> {
-    let infos: Vec<std::collections::HashMap<String, redis::Value>> =
-        match redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await {
-            Ok(infos) => infos,
-            Err(e) if e.to_string().contains("no such key") => return Ok(0),
-            Err(e) => return Err(e),
-        };
     let mut keep_from: Option<StreamId> = None;
     for group in groups {
-        let Some(info) = infos.iter().find(|i| {
-            i.get("name").and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).as_deref() == Some(group)
-        }) else {
+        let Some(info) = group_info(conn, stream, group).await? else {
             return Ok(0);
         };
-        let last_delivered: String =
-            info.get("last-delivered-id").map(redis::from_redis_value_ref).transpose()?.unwrap_or_default();
+        let last_delivered: String = field(&info, "last-delivered-id")?.unwrap_or_default();
         // XPENDING summary: [count, oldest id, newest id, consumers]; the oldest is nil when none.
         let (_, oldest_pending, _, _): (u64, Option<String>, Option<String>, redis::Value) =
             redis::cmd("XPENDING").arg(stream).arg(group).query_async(conn).await?;

@@ -166,3 +166,20 @@ pub fn run_binary(binary: &Path, args: &[&str], env: &[(&str, &str)], timeout: D
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Every dead letter of the bus, as field → value maps, oldest first.
+pub async fn dead_letters(bus: &Bus) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut conn = bus.conn.clone();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(bus.keys().dead_letter_stream())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("read the dead-letter stream");
+    reply
+        .ids
+        .iter()
+        .map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect())
+        .collect()
+}
