@@ -13,16 +13,12 @@ ARTIFACTS=${ARTIFACTS:-$LAB8_ROOT/artifacts/e2e}
 rm -rf "$ARTIFACTS"; mkdir -p "$ARTIFACTS/logs"
 NS=lab8
 OVERLAY=k8s/overlays/local
-passed=0; failed=0; timings=()
+timings=()
 stage_start=$SECONDS
 stage() { # stage NAME: closes the previous stage's timer, opens the next
   [ -n "${stage_name:-}" ] && timings+=("$(printf '%-34s %5d s' "$stage_name" $((SECONDS - stage_start)))")
   stage_name=$1; stage_start=$SECONDS; log "$1"
 }
-check() { # check DESCRIPTION COMMAND...: counts and prints the result; require: stop on failure
-  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
-}
-require() { local before=$failed; check "$@"; [ "$failed" -eq "$before" ] || die "cannot go on: $1"; }
 k() { kc -n "$NS" "$@"; }
 
 collect() {
@@ -75,15 +71,14 @@ PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
 export REDISCLI_AUTH; REDISCLI_AUTH=$(cat k8s/overlays/minikube/secrets/redis-password)
 R() { redis-cli -h "$(svc_ip lab8-redis)" --raw "$@"; }   # assertions from the host, through the Service
 in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
-raw_added() { R XINFO STREAM lab8:raw | field entries-added; } # survives trimming
+raw_added() { R XINFO STREAM lab8:raw | redis_field entries-added; } # survives trimming
 rejected_total() { R HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }'; }
-field() { awk -v f="$1" 'prev == f && !done { print; done = 1 } { prev = $0 }'; } # value after a key in redis-cli --raw output
 # A stream's only group has everything acknowledged: nothing pending, and it has been
 # delivered the stream's last entry (XINFO's lag is not trusted after an AOF replay).
 group_done() {
   local groups; groups=$(R XINFO GROUPS "$1")
-  [ "$(field pending <<<"$groups")" = 0 ] \
-    && [ "$(field last-delivered-id <<<"$groups")" = "$(R XINFO STREAM "$1" | field last-generated-id)" ]
+  [ "$(redis_field pending <<<"$groups")" = 0 ] \
+    && [ "$(redis_field last-delivered-id <<<"$groups")" = "$(R XINFO STREAM "$1" | redis_field last-generated-id)" ]
 }
 reconciled() { # every raw record is in the mart with a cluster or a dead letter; nothing in flight
   local raw products assigned rejected

@@ -15,7 +15,6 @@ TAG=${TAG:-$VERSION}
 PREFIX=${IMAGE_PREFIX:-lab8}
 RUN=lab8-it-$$
 WORK=$(mktemp -d)
-passed=0; failed=0
 
 cleanup() {
   local status=$?
@@ -31,10 +30,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-check() { # check DESCRIPTION COMMAND...: counts and prints the result; require: stop on failure
-  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
-}
-require() { local before=$failed; check "$@"; [ "$failed" -eq "$before" ] || die "cannot go on: $1"; }
 
 # The cluster's secret layout: password and redis-auth.conf, readable by the
 # redis (999) and service (65532) users.
@@ -90,7 +85,7 @@ log "waiting for the mart to reconcile"
 reconciled() {
   local raw products assigned rejected
   # entries-added, not XLEN: the mart trims acknowledged entries.
-  raw=$(redis_cli XINFO STREAM lab8:raw | awk 'prev == "entries-added" { print } { prev = $0 }'); products=$(redis_cli HLEN lab8:mart:products)
+  raw=$(redis_cli XINFO STREAM lab8:raw | redis_field entries-added); products=$(redis_cli HLEN lab8:mart:products)
   assigned=$(redis_cli HLEN lab8:mart:assignments)
   rejected=$(redis_cli HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }')
   echo "raw=$raw products=$products assigned=$assigned rejected=$rejected"

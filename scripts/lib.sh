@@ -78,3 +78,15 @@ ensure_venv() {
   "$LAB8_VENV/bin/python" -c 'import kubernetes_validate, yaml, pytest' 2>/dev/null \
     || "$LAB8_VENV/bin/pip" install -q -r "$LAB8_ROOT/tests/requirements.txt"
 }
+
+# Test scripts' results: check DESCRIPTION COMMAND... counts and prints the
+# result; require stops the script when its check fails.
+passed=0; failed=0
+check() {
+  if "${@:2}"; then passed=$((passed + 1)); echo "ok   - $1"; else failed=$((failed + 1)); echo "FAIL - $1"; fi
+}
+require() { local before=$failed; check "$@"; [ "$failed" -eq "$before" ] || die "cannot go on: $1"; }
+
+# redis_field KEY: the value after KEY in `redis-cli --raw` output on stdin
+# (reads all input: an early exit would SIGPIPE the writer under pipefail).
+redis_field() { awk -v f="$1" 'prev == f && !done { print; done = 1 } { prev = $0 }'; }
