@@ -8,7 +8,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use lab8_protocol::service::{ops_router, HttpError, Ops};
 use serde::Serialize;
-use tokio::sync::Mutex;
 
 use crate::input::records_from_json_body;
 use crate::loader::Loader;
@@ -18,7 +17,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 struct AppState {
-    loader: std::sync::Arc<Mutex<Loader>>,
+    /// Cloned per request: its connection is multiplexed, so requests do not
+    /// wait for each other (the dedupe script is atomic in Redis).
+    loader: Loader,
     ops: Ops,
 }
 
@@ -46,7 +47,7 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
         .map(|r| RejectedItem { location: r.location.clone(), reason: r.reason.clone() })
         .collect();
     let summary = {
-        let mut loader = state.loader.lock().await;
+        let mut loader = state.loader.clone();
         loader.send(records).await.map_err(|e| {
             tracing::error!(error = %e, "ingest failed: Redis unavailable");
             HttpError(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later".into())
@@ -74,7 +75,7 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
 
 /// The source's HTTP API.
 pub fn router(loader: Loader, ops: Ops, max_body_bytes: usize) -> Router {
-    let state = AppState { loader: std::sync::Arc::new(Mutex::new(loader)), ops: ops.clone() };
+    let state = AppState { loader, ops: ops.clone() };
     Router::new()
         .route("/products", post(ingest))
         .with_state(state)
