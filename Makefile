@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo test build lint unit
+.PHONY: help demo test build
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
@@ -16,8 +16,8 @@ build: ## Build the workspace (release, all targets)
 	source scripts/lib.sh && build
 
 .PHONY: model-sync k8s-test
-model-sync: ## Copy dist/model-lab5-1.0.0.zip into the kustomize tree
-	cp dist/model-lab5-1.0.0.zip k8s/base/model/model-lab5-1.0.0.zip
+model-sync: ## Copy the model artifact (dist/) into the kustomize tree
+	source scripts/lib.sh && cp "$$LAB8_ARTIFACT" k8s/base/model/
 
 k8s-test: ## Offline manifest tests (render, schemas, policies)
 	scripts/k8s-test.sh

@@ -59,14 +59,14 @@ for size in $SIZES; do
     record ingest_records_per_s "$size" "$(awk -v n="$read_count" -v s="$secs" 'BEGIN { print n / s }')" "records/s" "$run"
     record rss_source_load_kb "$size" "$rss" KiB "$run"
     # The anchor: redis-benchmark's pipelined XADD of the same payload size on the same Redis.
-    payload_bytes=$("${RC[@]}" --raw XRANGE lab8:raw - + COUNT 200 | awk 'length($0) > 20 { s += length($0); n++ } END { printf "%d", s / n }')
+    payload_bytes=$("${RC[@]}" --raw XRANGE $LAB8_RAW_STREAM - + COUNT 200 | awk 'length($0) > 20 { s += length($0); n++ } END { printf "%d", s / n }')
     payload=$(head -c "$payload_bytes" </dev/zero | tr '\0' 'x')
     n_xadd=$(( size < 1000000 ? size * 10 : 1000000 ))
     xadd=$(redis-benchmark -p "$REDIS_PORT" -n "$n_xadd" -P 64 -q XADD bench:xadd '*' p "$payload" | tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
     "${RC[@]}" DEL bench:xadd >/dev/null
     record redis_xadd_per_s "$size" "$xadd" "XADD/s" "$run" "\"payload_bytes\":$payload_bytes"
 
-    raw=$("${RC[@]}" XLEN lab8:raw)
+    raw=$("${RC[@]}" XLEN $LAB8_RAW_STREAM)
     read -r secs rss < <(timed "$RUN/mart.txt" "$LAB8_BIN/lab8-mart" --once --consumer-name bench)
     record mart_clean_rows_per_s "$size" "$(awk -v n="$raw" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
     record rss_mart_kb "$size" "$rss" KiB "$run"
@@ -74,7 +74,7 @@ for size in $SIZES; do
     record train_fit_seconds "$size" "$(sed -n 's/^fit time: \([0-9.]*\) s/\1/p' "$RUN/train.txt")" s "$run"
     record rss_train_kb "$size" "$rss" KiB "$run"
     "$LAB8_BIN/lab8-model" unpack "$RUN/model.zip" "$RUN/model" >/dev/null
-    features=$("${RC[@]}" XLEN lab8:features)
+    features=$("${RC[@]}" XLEN $LAB8_FEATURES_STREAM)
     read -r secs rss < <(MODEL_DIR=$RUN/model timed "$RUN/score.txt" "$LAB8_BIN/lab8-model" serve --once --consumer-name bench)
     record score_rows_per_s "$size" "$(awk -v n="$features" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
     record rss_model_score_kb "$size" "$rss" KiB "$run"
@@ -88,7 +88,7 @@ for size in $SIZES; do
     record pyspark_clean_rows_per_s "$size" "$(field rows_per_s <"$RUN/spark.json")" "rows/s" "$run"
 
     # Training: linfa against scikit-learn, same matrix, same k and settings.
-    "${RC[@]}" --raw HVALS lab8:mart:products >"$RUN/products.jsonl"
+    "${RC[@]}" --raw HVALS $LAB8_MART_PRODUCTS >"$RUN/products.jsonl"
     (cd "$RUN" && rm -rf m && mkdir m && "$LAB8_BIN/lab8-model" unpack model.zip m >/dev/null)
     "$PY" bench/sklearn_kmeans.py "$RUN/products.jsonl" "$RUN/m/model.json" >"$RUN/sk.json"
     record sklearn_fit_seconds "$size" "$(field sklearn_seconds <"$RUN/sk.json")" s "$run"
@@ -101,7 +101,7 @@ done
 log "/predict under wrk, and end-to-end latency, on the real sample's model"
 size=${SIZES%% *}
 port=$(free_port)
-MODEL_DIR=$LAB8_ROOT/dist LISTEN_ADDR=127.0.0.1:$port "$LAB8_BIN/lab8-model" unpack dist/model-lab5-1.0.0.zip "$RUN/dist-model" >/dev/null
+MODEL_DIR=$LAB8_ROOT/dist LISTEN_ADDR=127.0.0.1:$port "$LAB8_BIN/lab8-model" unpack "$LAB8_ARTIFACT" "$RUN/dist-model" >/dev/null
 for run in $(seq "$REPEATS"); do
   MODEL_DIR=$RUN/dist-model LISTEN_ADDR=127.0.0.1:$port "$LAB8_BIN/lab8-model" serve --consumer-name wrk &
   pid=$!; SERVICE_PIDS+=("$pid")

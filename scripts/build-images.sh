@@ -6,7 +6,8 @@
 #    standard ones are absent: lab8/debian-cc (glibc + libgcc only, like
 #    distroless/cc) and lab8/debian-redis (the redis-server package);
 #  - builds the binaries on the host (same glibc as the base) and passes
-#    BINARIES=prebuilt, so no Rust image is needed.
+#    BINARIES=prebuilt to the shared build stage (Dockerfiles/build.Dockerfile),
+#    so no Rust image is needed; each service image copies its binary from it.
 # Prints each image's size. Env: IMAGE_PREFIX (default lab8), TAG (default
 # the workspace version).
 set -euo pipefail
@@ -115,10 +116,12 @@ main() {
   pick_docker_client
   ensure_base_images
   stage_binaries
+  log "building $PREFIX/build:$TAG (the shared build stage)"
+  "${DOCKER[@]}" build -q -f Dockerfiles/build.Dockerfile -t "$PREFIX/build:$TAG" --build-arg BINARIES=prebuilt . >/dev/null
   for svc in source mart model; do
     log "building $PREFIX/$svc:$TAG"
-    "${DOCKER[@]}" build -q -f "Dockerfiles/$svc.Dockerfile" -t "$PREFIX/$svc:$TAG" \
-      --build-arg BINARIES=prebuilt --build-arg RUNTIME_IMAGE="$CC_BASE" --build-arg VERSION="$TAG" . >/dev/null
+    "${DOCKER[@]}" build -q -f "Dockerfiles/$svc.Dockerfile" -t "$PREFIX/$svc:$TAG" --build-arg BUILD_IMAGE="$PREFIX/build:$TAG" \
+      --build-arg RUNTIME_IMAGE="$CC_BASE" --build-arg VERSION="$TAG" . >/dev/null
   done
   log "building $PREFIX/redis:$TAG"
   "${DOCKER[@]}" build -q -f Dockerfiles/redis.Dockerfile -t "$PREFIX/redis:$TAG" \

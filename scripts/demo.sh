@@ -24,15 +24,15 @@ stage() { # stage NAME CMD...: runs a step, logs to RUN_DIR/NAME.log, prints its
 
 stage source-load "$LAB8_BIN/lab8-source" load --category-from-file-name --quiet data/openfoodfacts/*.tsv
 stage mart-clean "$LAB8_BIN/lab8-mart" --once --consumer-name demo
-stage model-train "$LAB8_BIN/lab8-model" train --output dist/model-lab5-1.0.0.zip
+stage model-train "$LAB8_BIN/lab8-model" train --output "$LAB8_ARTIFACT"
 # kustomize reads only files inside its tree: keep its copy equal to dist/.
-cp dist/model-lab5-1.0.0.zip k8s/base/model/model-lab5-1.0.0.zip
-stage model-unpack "$LAB8_BIN/lab8-model" unpack dist/model-lab5-1.0.0.zip "$RUN_DIR/model"
+cp "$LAB8_ARTIFACT" k8s/base/model/
+stage model-unpack "$LAB8_BIN/lab8-model" unpack "$LAB8_ARTIFACT" "$RUN_DIR/model"
 MODEL_DIR="$RUN_DIR/model" stage model-score "$LAB8_BIN/lab8-model" serve --once --consumer-name demo
 stage mart-materialise "$LAB8_BIN/lab8-mart" --once --consumer-name demo
 
 log "dead letters by reason (mart)"
-redis-cli -p "$REDIS_PORT" --raw hgetall lab8:mart:rejections | paste - - | sort -t"$(printf "\t")" -k2,2nr | awk -F"\t" '{ printf "   %-36s %6d\n", $1, $2 }'
+redis-cli -p "$REDIS_PORT" --raw hgetall $LAB8_MART_REJECTIONS | paste - - | sort -t"$(printf "\t")" -k2,2nr | awk -F"\t" '{ printf "   %-36s %6d\n", $1, $2 }'
 echo
-echo "model artifact: $LAB8_ROOT/dist/model-lab5-1.0.0.zip"
+echo "model artifact: $LAB8_ROOT/$LAB8_ARTIFACT"
 echo "service logs:   $RUN_DIR/*.log"

@@ -71,8 +71,8 @@ PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
 export REDISCLI_AUTH; REDISCLI_AUTH=$(cat k8s/overlays/minikube/secrets/redis-password)
 R() { redis-cli -h "$(svc_ip lab8-redis)" --raw "$@"; }   # assertions from the host, through the Service
 in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
-raw_added() { R XINFO STREAM lab8:raw | redis_field entries-added; } # survives trimming
-rejected_total() { R HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }'; }
+raw_added() { R XINFO STREAM $LAB8_RAW_STREAM | redis_field entries-added; } # survives trimming
+rejected_total() { R HVALS $LAB8_MART_REJECTIONS | awk '{ s += $1 } END { print s + 0 }'; }
 # A stream's only group has everything acknowledged: nothing pending, and it has been
 # delivered the stream's last entry (XINFO's lag is not trusted after an AOF replay).
 group_done() {
@@ -82,24 +82,24 @@ group_done() {
 }
 reconciled() { # every raw record is in the mart with a cluster or a dead letter; nothing in flight
   local raw products assigned rejected
-  raw=$(raw_added); products=$(R HLEN lab8:mart:products); assigned=$(R HLEN lab8:mart:assignments)
+  raw=$(raw_added); products=$(R HLEN $LAB8_MART_PRODUCTS); assigned=$(R HLEN $LAB8_MART_ASSIGNMENTS)
   rejected=$(rejected_total)
   echo "raw=$raw products=$products assigned=$assigned rejected=$rejected" >"$ARTIFACTS/state.txt"
   [ "$raw" -eq "${1:-$raw}" ] && [ "$products" -eq "$assigned" ] && [ $((products + rejected)) -eq "$raw" ] \
-    && group_done lab8:raw && group_done lab8:features && group_done lab8:predictions
+    && group_done $LAB8_RAW_STREAM && group_done $LAB8_FEATURES_STREAM && group_done $LAB8_PREDICTIONS_STREAM
 }
 wait_reconciled() { # wait_reconciled EXPECTED_RAW SECONDS
   for _ in $(seq "${2:-180}"); do reconciled "$1" && { cat "$ARTIFACTS/state.txt"; return 0; }; sleep 1; done
   cat "$ARTIFACTS/state.txt"; return 1
 }
 profiles_exact() { # cluster profile counts add up to the mart: nothing counted twice
-  local total; total=$(R HVALS lab8:mart:clusters | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
-  [ "$total" -eq "$(R HLEN lab8:mart:products)" ]
+  local total; total=$(R HVALS $LAB8_MART_CLUSTERS | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+  [ "$total" -eq "$(R HLEN $LAB8_MART_PRODUCTS)" ]
 }
 wait_profiles() { for _ in $(seq 30); do profiles_exact && return 0; sleep 1; done; return 1; }
 dead_letters_unique() { # no raw entry rejected twice
   local all unique
-  all=$(R XRANGE lab8:deadletter - + | awk 'prev == "entry" { print } { prev = $0 }' | sort)
+  all=$(R XRANGE $LAB8_DEAD_LETTER_STREAM - + | awk 'prev == "entry" { print } { prev = $0 }' | sort)
   unique=$(printf '%s\n' "$all" | sort -u | grep -c . || true)
   [ "$(printf '%s\n' "$all" | grep -c . || true)" -eq "$unique" ]
 }
@@ -113,14 +113,14 @@ echo "pushing the sample through $SOURCE_URL"
 python3 tests/e2e/push.py sample "$SOURCE_URL" | tee "$ARTIFACTS/push-sample.json"
 check "the source accepted the sample's 16,014 products" grep -q '"sent": 16014' "$ARTIFACTS/push-sample.json"
 # The assignment's manual test: records written with redis-cli inside the Redis pod.
-in_redis_pod XADD lab8:raw '*' p '{"code":"cli-1","name":"CLI bread","categories":"breads","nutrients":{"energy_100g":"1000","fat_100g":"3","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}' >/dev/null
-in_redis_pod XADD lab8:raw '*' p '{"code":"cli-2","name":"CLI jam","nutrients":{"energy_100g":"1050","fat_100g":"0.1","saturated-fat_100g":"0","carbohydrates_100g":"60","sugars_100g":"58","proteins_100g":"0.4","salt_100g":"0.02"}}' >/dev/null
-in_redis_pod XADD lab8:raw '*' p 'this is not JSON' >/dev/null
-in_redis_pod XADD lab8:raw '*' p '{"code":"cli-4","nutrients":{"fat_100g":"250"}}' >/dev/null
+in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-1","name":"CLI bread","categories":"breads","nutrients":{"energy_100g":"1000","fat_100g":"3","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}' >/dev/null
+in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-2","name":"CLI jam","nutrients":{"energy_100g":"1050","fat_100g":"0.1","saturated-fat_100g":"0","carbohydrates_100g":"60","sugars_100g":"58","proteins_100g":"0.4","salt_100g":"0.02"}}' >/dev/null
+in_redis_pod XADD $LAB8_RAW_STREAM '*' p 'this is not JSON' >/dev/null
+in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-4","nutrients":{"fat_100g":"250"}}' >/dev/null
 check "every record reconciles: in the mart with a cluster, or a dead letter" wait_reconciled 16018 300
-check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS lab8:mart:assignments cli-1)\" = 1 ] && [ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS lab8:mart:assignments cli-2)\" = 1 ]"
-check "the malformed redis-cli record is a dead letter (malformed_json)" sh -c "redis-cli -h $(svc_ip lab8-redis) --raw XRANGE lab8:deadletter - + | grep -c '^malformed_json\$' >/dev/null"
-check "the mart holds 12,945 sample products + 2" test "$(R HLEN lab8:mart:products)" -eq 12947
+check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-1)\" = 1 ] && [ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-2)\" = 1 ]"
+check "the malformed redis-cli record is a dead letter (malformed_json)" sh -c "redis-cli -h $(svc_ip lab8-redis) --raw XRANGE $LAB8_DEAD_LETTER_STREAM - + | grep -c '^malformed_json\$' >/dev/null"
+check "the mart holds 12,945 sample products + 2" test "$(R HLEN $LAB8_MART_PRODUCTS)" -eq 12947
 check "the mart pod's log reports batches and rejections by reason" log_has app.kubernetes.io/component=mart "mart: raw batch cleaned" rejected_by_reason
 check "the mart pod's log reports the clusters assigned" log_has app.kubernetes.io/component=mart "mart: predictions stored" clusters_assigned
 check "the model pod's log reports scored batches" log_has app.kubernetes.io/component=model "model: feature batch scored" clusters_assigned
@@ -156,7 +156,7 @@ python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-
 push_pid=$!
 for _ in $(seq 100); do [ "$(raw_added)" -gt $((raw_before + 3000)) ] && break; sleep 0.1; done
 # What the victims hold at the moment they die (pending = delivered, not yet acknowledged).
-{ echo "raw/mart:"; R XPENDING lab8:raw mart; echo "features/model:"; R XPENDING lab8:features model; } >"$ARTIFACTS/pending-at-kill.txt" 2>&1 || true
+{ echo "raw/mart:"; R XPENDING $LAB8_RAW_STREAM mart; echo "features/model:"; R XPENDING $LAB8_FEATURES_STREAM model; } >"$ARTIFACTS/pending-at-kill.txt" 2>&1 || true
 k delete pod -l app.kubernetes.io/component=mart --grace-period=0 --force 2>&1 | tail -1
 k delete pod -l app.kubernetes.io/component=model --grace-period=0 --force 2>&1 | tail -1
 wait "$push_pid"; cat "$ARTIFACTS/push-kill.json"
@@ -181,6 +181,6 @@ for component in mart model; do
   done
   check "all 3 $component replicas acknowledged entries ($workers)" test "$workers" -eq 3
 done
-R XINFO CONSUMERS lab8:raw mart >"$ARTIFACTS/consumers-raw.txt" || true
+R XINFO CONSUMERS $LAB8_RAW_STREAM mart >"$ARTIFACTS/consumers-raw.txt" || true
 k get pods,svc -o wide >"$ARTIFACTS/get-after-scale.txt"
-R HGETALL lab8:mart:clusters >"$ARTIFACTS/cluster-profiles.txt"
+R HGETALL $LAB8_MART_CLUSTERS >"$ARTIFACTS/cluster-profiles.txt"

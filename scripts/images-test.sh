@@ -85,9 +85,9 @@ log "waiting for the mart to reconcile"
 reconciled() {
   local raw products assigned rejected
   # entries-added, not XLEN: the mart trims acknowledged entries.
-  raw=$(redis_cli XINFO STREAM lab8:raw | redis_field entries-added); products=$(redis_cli HLEN lab8:mart:products)
-  assigned=$(redis_cli HLEN lab8:mart:assignments)
-  rejected=$(redis_cli HVALS lab8:mart:rejections | awk '{ s += $1 } END { print s + 0 }')
+  raw=$(redis_cli XINFO STREAM $LAB8_RAW_STREAM | redis_field entries-added); products=$(redis_cli HLEN $LAB8_MART_PRODUCTS)
+  assigned=$(redis_cli HLEN $LAB8_MART_ASSIGNMENTS)
+  rejected=$(redis_cli HVALS $LAB8_MART_REJECTIONS | awk '{ s += $1 } END { print s + 0 }')
   echo "raw=$raw products=$products assigned=$assigned rejected=$rejected"
   [ "$raw" -eq 16017 ] && [ "$products" -eq "$assigned" ] && [ $((products + rejected)) -eq "$raw" ]
 }
@@ -95,11 +95,11 @@ for _ in $(seq 120); do reconciled >"$WORK/state" && break; sleep 1; done
 cat "$WORK/state"
 check "every raw record is in the mart with a cluster or a dead letter" reconciled
 # The bundled sample gives 12,945 valid products (see crates/mart/tests/pipeline.rs), plus the 2 valid HTTP ones.
-check "the mart holds the sample's 12,945 products plus 2" test "$(redis_cli HLEN lab8:mart:products)" -eq 12947
+check "the mart holds the sample's 12,945 products plus 2" test "$(redis_cli HLEN $LAB8_MART_PRODUCTS)" -eq 12947
 check "the record without fat is a dead letter with its reason" \
-  sh -c "[ \"\$(docker exec $RUN-redis sh -c 'REDISCLI_AUTH=\$(cat /run/secrets/lab8-redis/password) redis-cli --raw HGET lab8:mart:rejections missing_required:fat_g')\" -eq 173 ]"
+  sh -c "[ \"\$(docker exec $RUN-redis sh -c 'REDISCLI_AUTH=\$(cat /run/secrets/lab8-redis/password) redis-cli --raw HGET $LAB8_MART_REJECTIONS missing_required:fat_g')\" -eq 173 ]"
 sleep 6 # one profile refresh (PROFILE_INTERVAL_SECS=5)
-clusters=$(redis_cli HVALS lab8:mart:clusters | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+clusters=$(redis_cli HVALS $LAB8_MART_CLUSTERS | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
 check "cluster profiles add up to the mart ($clusters)" test "$clusters" -eq 12947
 
 predict=$(curl -fs -X POST -H 'content-type: application/json' \

@@ -6,6 +6,9 @@ LAB8_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # clone so a fresh clone reuses it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lab8/target}
 LAB8_BIN=$CARGO_TARGET_DIR/release
+# Stream and key names, generated from crates/protocol (never spelled in scripts).
+# shellcheck source=keys.sh
+source "$LAB8_ROOT/scripts/keys.sh"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -26,13 +26,13 @@ export RUST_LOG=warn
 "$LAB8_BIN/lab8-source" load --quiet --category-from-file-name data/openfoodfacts/*.tsv >"$OUT/source-load.txt"
 "$LAB8_BIN/lab8-mart" --once --consumer-name report >/dev/null
 "$LAB8_BIN/lab8-model" train --output "$RUN/model.zip" >"$OUT/model-train.txt"
-cmp -s "$RUN/model.zip" dist/model-lab5-1.0.0.zip || die "training on the sample no longer gives dist/model-lab5-1.0.0.zip: run make demo"
-"$LAB8_BIN/lab8-model" unpack dist/model-lab5-1.0.0.zip "$RUN/model" >/dev/null
+cmp -s "$RUN/model.zip" "$LAB8_ARTIFACT" || die "training on the sample no longer gives $LAB8_ARTIFACT: run make demo"
+"$LAB8_BIN/lab8-model" unpack "$LAB8_ARTIFACT" "$RUN/model" >/dev/null
 MODEL_DIR=$RUN/model "$LAB8_BIN/lab8-model" serve --once --consumer-name report >/dev/null
 "$LAB8_BIN/lab8-mart" --once --consumer-name report >"$OUT/mart-profiles.txt"
-redis-cli -p "$REDIS_PORT" --raw HVALS lab8:mart:products >"$RUN/products.jsonl"
-redis-cli -p "$REDIS_PORT" --raw HVALS lab8:mart:assignments >"$RUN/assignments.jsonl"
-redis-cli -p "$REDIS_PORT" --raw HGETALL lab8:mart:rejections | paste - - | sort -t"$(printf '\t')" -k2,2nr >"$OUT/rejections.tsv"
+redis-cli -p "$REDIS_PORT" --raw HVALS $LAB8_MART_PRODUCTS >"$RUN/products.jsonl"
+redis-cli -p "$REDIS_PORT" --raw HVALS $LAB8_MART_ASSIGNMENTS >"$RUN/assignments.jsonl"
+redis-cli -p "$REDIS_PORT" --raw HGETALL $LAB8_MART_REJECTIONS | paste - - | sort -t"$(printf '\t')" -k2,2nr >"$OUT/rejections.tsv"
 "$PY" scripts/report_figures.py "$RUN/products.jsonl" "$RUN/assignments.jsonl" "$RUN/model/model.json" "$OUT" >"$OUT/figures.json"
 
 # Render: {{file PATH}} is replaced by the file's content (relative to docs/report).

@@ -6,7 +6,7 @@ pub mod clean;
 pub mod materialise;
 pub mod service;
 
-pub use service::{MartConfig, MartReport};
+pub use service::{MartConfig, MartMetrics, MartReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MartError {

@@ -3,10 +3,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lab8_bus::{Bus, ConsumerArgs, ConsumerOptions, RedisArgs};
 use lab8_mart::materialise::render_profiles;
-use lab8_mart::{service, MartConfig};
-use lab8_protocol::bus::{Bus, ConsumerOptions, RedisArgs};
-use lab8_protocol::service::{ops_router, serve_http, ConsumerArgs, Ops, RuntimeArgs, WaitReadyArgs};
+use lab8_mart::{service, MartConfig, MartMetrics};
+use lab8_service::{ops_router, serve_http, Ops, RuntimeArgs, WaitReadyArgs};
 
 /// lab8-mart: cleans raw products, feeds the model, materialises clusters.
 #[derive(Parser)]
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let ops = Ops::default();
     if cli.once {
         let bus = Bus::connect(&cli.redis).await?;
-        let report = service::drain(&bus, &config, &ops).await?;
+        let report = service::drain(&bus, &config, &MartMetrics::register(&ops.metrics)).await?;
         println!(
             "mart: {} raw entries and {} predictions processed; {} products, {} with a cluster",
             report.raw_entries, report.prediction_entries, report.products, report.assigned

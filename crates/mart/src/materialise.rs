@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use lab8_protocol::bus::scan_hash;
+use lab8_bus::maintenance::scan_hash;
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
 use lab8_protocol::{Keys, FEATURES, N_FEATURES};
 use polars::prelude::*;

@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab8_protocol::bus::{
-    commit, consume, trim_acknowledged, Bus, CommitTarget, ConsumerOptions, Entry, Outcome, TableMode,
-};
+use lab8_bus::maintenance::trim_acknowledged;
+use lab8_bus::{commit, consume, Bus, CommitTarget, ConsumerOptions, Effects, Entry, TableWrite};
 use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
-use lab8_protocol::messages::{ClusterProfile, Prediction, RawProduct};
-use lab8_protocol::service::{Ops, Shutdown};
-use lab8_protocol::Keys;
+use lab8_protocol::messages::{ClusterProfile, Prediction, RawProduct, Stage};
+use lab8_protocol::{Keys, Reason};
+use lab8_service::{label, CounterFamily, FloatGauge, GaugeFamily, Metrics, Ops, PlainCounter, Shutdown};
 
 use crate::clean::{clean_batch, Verdict};
 use crate::materialise::refresh_profiles;
@@ -40,92 +39,108 @@ pub struct MartReport {
     pub assigned: usize,
 }
 
+/// What the mart exports on `/metrics`.
+#[derive(Clone, Default)]
+pub struct MartMetrics {
+    raw_records: CounterFamily,
+    rejected: CounterFamily,
+    predictions: PlainCounter,
+    products: FloatGauge,
+    assigned: FloatGauge,
+    cluster_size: GaugeFamily,
+    trimmed: CounterFamily,
+}
+
+impl MartMetrics {
+    /// The mart's metrics, registered for `/metrics`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register("lab8_mart_raw_records", "Raw records processed by the mart", this.raw_records.clone());
+        metrics.register("lab8_mart_rejected", "Raw records rejected by the mart, by reason", this.rejected.clone());
+        metrics.register("lab8_mart_predictions", "Predictions stored in the mart", this.predictions.clone());
+        metrics.register("lab8_mart_products", "Products in the mart", this.products.clone());
+        metrics.register("lab8_mart_assigned_products", "Products in the mart with a cluster", this.assigned.clone());
+        metrics.register("lab8_mart_cluster_size", "Products per cluster", this.cluster_size.clone());
+        metrics.register("lab8_mart_trimmed_entries", "Acknowledged stream entries trimmed", this.trimmed.clone());
+        this
+    }
+}
+
 fn raw_target(keys: &Keys) -> CommitTarget {
     CommitTarget {
-        source_stream: keys.raw_stream(),
+        stream: keys.raw_stream(),
         group: MART_GROUP.into(),
-        output_stream: keys.features_stream(),
-        table: keys.mart_products(),
-        mode: TableMode::Unique,
+        stage: Stage::Mart,
         dead_letters: keys.dead_letter_stream(),
-        rejection_counts: keys.mart_rejections(),
+        rejections: keys.rejections(Stage::Mart),
+        output: Some(keys.features_stream()),
+        table: Some(keys.mart_products()),
     }
 }
 
 fn predictions_target(keys: &Keys) -> CommitTarget {
     CommitTarget {
-        source_stream: keys.predictions_stream(),
+        stream: keys.predictions_stream(),
         group: MART_GROUP.into(),
-        // Predictions produce no stream output; the key is never written.
-        output_stream: keys.predictions_stream(),
-        table: keys.mart_assignments(),
-        mode: TableMode::Overwrite,
+        stage: Stage::Mart,
         dead_letters: keys.dead_letter_stream(),
-        rejection_counts: keys.mart_rejections(),
+        rejections: keys.rejections(Stage::Mart),
+        output: None,
+        table: Some(keys.mart_assignments()),
     }
 }
 
 /// Cleans one batch of raw entries and commits features, products and dead
 /// letters together with the acknowledgements.
-pub async fn handle_raw_batch(bus: &Bus, ops: &Ops, entries: &[Entry]) -> Result<(), MartError> {
+pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry]) -> Result<(), MartError> {
     let mut parsed: Vec<RawProduct> = Vec::with_capacity(entries.len());
-    let mut slots: Vec<Result<usize, Outcome>> = Vec::with_capacity(entries.len());
+    // Each entry is either a product to clean (its index in `parsed`) or
+    // already rejected before cleaning.
+    let mut slots: Vec<Result<usize, Box<Effects>>> = Vec::with_capacity(entries.len());
     for entry in entries {
         let payload = entry.payload.as_deref().unwrap_or_default();
-        let outcome = match entry.payload.as_deref().map(serde_json::from_slice::<RawProduct>) {
-            None => Err(Outcome::rejected("", "missing_payload", payload)),
-            Some(Err(_)) => Err(Outcome::rejected("", "malformed_json", payload)),
-            Some(Ok(p)) if p.code.trim().is_empty() => Err(Outcome::rejected("", "missing_code", payload)),
+        let reject = |reason| Err(Box::new(Effects::rejected(&entry.id, "", reason, payload)));
+        let slot = match entry.payload.as_deref().map(serde_json::from_slice::<RawProduct>) {
+            None => reject(Reason::MissingPayload),
+            Some(Err(_)) => reject(Reason::MalformedJson),
+            Some(Ok(p)) if p.code.trim().is_empty() => reject(Reason::MissingCode),
             Some(Ok(p)) => {
                 parsed.push(p);
                 Ok(parsed.len() - 1)
             }
         };
-        slots.push(outcome);
+        slots.push(slot);
     }
     let verdicts = clean_batch(&parsed)?;
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rejected: BTreeMap<Reason, u64> = BTreeMap::new();
     let mut outcomes = Vec::with_capacity(entries.len());
     for (entry, slot) in entries.iter().zip(slots) {
-        let outcome = match slot {
-            Err(outcome) => outcome,
+        let effects = match slot {
+            Err(effects) => *effects,
             Ok(i) => match &verdicts[i] {
-                Verdict::Clean { features, product } => Outcome::Accepted {
-                    code: product.code.clone(),
-                    output: Some(serde_json::to_string(features)?),
-                    table_value: Some(serde_json::to_string(product)?),
-                },
+                Verdict::Clean { features, product } => Effects::accepted(&entry.id, &product.code)
+                    .with_table(TableWrite::Insert(serde_json::to_string(product)?))
+                    .with_output(serde_json::to_string(features)?),
                 Verdict::Rejected { reason } => {
-                    Outcome::rejected(&parsed[i].code, reason.clone(), entry.payload.as_deref().unwrap_or_default())
+                    Effects::rejected(&entry.id, &parsed[i].code, *reason, entry.payload.as_deref().unwrap_or_default())
                 }
             },
         };
-        if let Outcome::Rejected { reason, .. } = &outcome {
-            *rejected.entry(reason.clone()).or_default() += 1;
+        if let Some((reason, _)) = &effects.rejection {
+            *rejected.entry(*reason).or_default() += 1;
         }
-        outcomes.push((entry.id.clone(), outcome));
+        outcomes.push(effects);
     }
     let mut conn = bus.conn.clone();
     let committed = commit(&mut conn, &raw_target(bus.keys()), &outcomes).await?;
     if committed.duplicates > 0 {
-        *rejected.entry("duplicate_code".into()).or_default() += committed.duplicates;
+        *rejected.entry(Reason::DuplicateCode).or_default() += committed.duplicates;
     }
     let rejected_total: u64 = rejected.values().sum();
     let accepted = committed.applied.saturating_sub(rejected_total);
-    let metrics = &ops.metrics;
-    metrics.inc(
-        "lab8_mart_raw_records_total",
-        "Raw records processed by the mart",
-        &[("outcome", "accepted")],
-        accepted,
-    );
+    metrics.raw_records.get_or_create(&label("outcome", "accepted")).inc_by(accepted);
     for (reason, n) in &rejected {
-        metrics.inc(
-            "lab8_mart_rejected_total",
-            "Raw records rejected by the mart, by reason",
-            &[("reason", reason)],
-            *n,
-        );
+        metrics.rejected.get_or_create(&label("reason", reason)).inc_by(*n);
     }
     tracing::info!(
         batch = entries.len(),
@@ -139,44 +154,36 @@ pub async fn handle_raw_batch(bus: &Bus, ops: &Ops, entries: &[Entry]) -> Result
 }
 
 /// Stores one batch of predictions as assignments.
-pub async fn handle_prediction_batch(bus: &Bus, ops: &Ops, entries: &[Entry]) -> Result<(), MartError> {
+pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry]) -> Result<(), MartError> {
     let mut clusters: BTreeMap<u32, u64> = BTreeMap::new();
     let mut outcomes = Vec::with_capacity(entries.len());
     for entry in entries {
         let payload = entry.payload.as_deref().unwrap_or_default();
-        let outcome = match serde_json::from_slice::<Prediction>(payload) {
+        let effects = match serde_json::from_slice::<Prediction>(payload) {
             Ok(prediction) => {
                 *clusters.entry(prediction.cluster).or_default() += 1;
-                Outcome::Accepted {
-                    code: prediction.code.clone(),
-                    output: None,
-                    table_value: Some(String::from_utf8_lossy(payload).into_owned()),
-                }
+                Effects::accepted(&entry.id, &prediction.code)
+                    .with_table(TableWrite::Replace(String::from_utf8_lossy(payload).into_owned()))
             }
-            Err(_) => Outcome::rejected("", "malformed_prediction", payload),
+            Err(_) => Effects::rejected(&entry.id, "", Reason::MalformedPrediction, payload),
         };
-        outcomes.push((entry.id.clone(), outcome));
+        outcomes.push(effects);
     }
     let mut conn = bus.conn.clone();
     let committed = commit(&mut conn, &predictions_target(bus.keys()), &outcomes).await?;
-    ops.metrics.inc("lab8_mart_predictions_total", "Predictions stored in the mart", &[], committed.applied);
+    metrics.predictions.inc_by(committed.applied);
     tracing::info!(batch = entries.len(), applied = committed.applied, clusters_assigned = ?clusters, "mart: predictions stored, products assigned to clusters");
     Ok(())
 }
 
-async fn refresh(bus: &Bus, ops: &Ops) -> Result<MartReport, MartError> {
+async fn refresh(bus: &Bus, metrics: &MartMetrics) -> Result<MartReport, MartError> {
     let mut conn = bus.conn.clone();
     let (tables, profiles) = refresh_profiles(&mut conn, bus.keys()).await?;
     let assigned = profiles.iter().map(|p| p.count as usize).sum();
-    ops.metrics.set("lab8_mart_products", "Products in the mart", &[], tables.products.len() as f64);
-    ops.metrics.set("lab8_mart_assigned_products", "Products in the mart with a cluster", &[], assigned as f64);
+    metrics.products.set(tables.products.len() as f64);
+    metrics.assigned.set(assigned as f64);
     for p in &profiles {
-        ops.metrics.set(
-            "lab8_mart_cluster_size",
-            "Products per cluster",
-            &[("cluster", &p.cluster.to_string())],
-            p.count as f64,
-        );
+        metrics.cluster_size.get_or_create(&label("cluster", p.cluster)).set(p.count as f64);
     }
     tracing::info!(
         products = tables.products.len(),
@@ -189,7 +196,7 @@ async fn refresh(bus: &Bus, ops: &Ops) -> Result<MartReport, MartError> {
 
 /// Trims what every consumer has acknowledged from the three data streams:
 /// Redis holds the backlog, not the history (the mart's tables are the history).
-async fn trim(bus: &Bus, ops: &Ops) {
+async fn trim(bus: &Bus, metrics: &MartMetrics) {
     let keys = bus.keys();
     let mut conn = bus.conn.clone();
     for (stream, group) in [
@@ -200,12 +207,7 @@ async fn trim(bus: &Bus, ops: &Ops) {
         match trim_acknowledged(&mut conn, &stream, &[group]).await {
             Ok(0) => {}
             Ok(n) => {
-                ops.metrics.inc(
-                    "lab8_mart_trimmed_entries_total",
-                    "Acknowledged stream entries trimmed",
-                    &[("stream", &stream)],
-                    n,
-                );
+                metrics.trimmed.get_or_create(&label("stream", &stream)).inc_by(n);
                 tracing::debug!(%stream, trimmed = n, "acknowledged entries trimmed");
             }
             Err(e) => tracing::warn!(%stream, error = %e, "trimming failed, will retry"),
@@ -214,25 +216,26 @@ async fn trim(bus: &Bus, ops: &Ops) {
 }
 
 /// Drains both streams, refreshes the profiles, returns what it did (`--once`).
-pub async fn drain(bus: &Bus, config: &MartConfig, ops: &Ops) -> Result<MartReport, MartError> {
+pub async fn drain(bus: &Bus, config: &MartConfig, metrics: &MartMetrics) -> Result<MartReport, MartError> {
     let shutdown = Shutdown::default();
     let mut raw =
         bus.consumer(bus.keys().raw_stream(), MART_GROUP, &config.consumer, config.consumer_options.clone()).await?;
     let raw_entries =
-        consume(&mut raw, &shutdown, true, async |batch: &[Entry]| handle_raw_batch(bus, ops, batch).await).await;
+        consume(&mut raw, &shutdown, true, async |batch: &[Entry]| handle_raw_batch(bus, metrics, batch).await).await;
     let mut predictions = bus
         .consumer(bus.keys().predictions_stream(), MART_GROUP, &config.consumer, config.consumer_options.clone())
         .await?;
     let prediction_entries = consume(&mut predictions, &shutdown, true, async |batch: &[Entry]| {
-        handle_prediction_batch(bus, ops, batch).await
+        handle_prediction_batch(bus, metrics, batch).await
     })
     .await;
-    let report = refresh(bus, ops).await?;
+    let report = refresh(bus, metrics).await?;
     Ok(MartReport { raw_entries, prediction_entries, ..report })
 }
 
 /// Runs until `shutdown`: both consumers and a profile refresher.
 pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> Result<(), MartError> {
+    let metrics = MartMetrics::register(&ops.metrics);
     let mut raw =
         bus.consumer(bus.keys().raw_stream(), MART_GROUP, &config.consumer, config.consumer_options.clone()).await?;
     let mut predictions = bus
@@ -242,16 +245,17 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
     tracing::info!(consumer = %config.consumer, "mart consuming raw products and predictions");
     let dirty = Arc::new(AtomicBool::new(true));
     let raw_loop = {
-        let (bus, ops, shutdown) = (bus.clone(), ops.clone(), shutdown.clone());
+        let (bus, metrics, shutdown) = (bus.clone(), metrics.clone(), shutdown.clone());
         async move {
-            consume(&mut raw, &shutdown, false, async |batch: &[Entry]| handle_raw_batch(&bus, &ops, batch).await).await
+            consume(&mut raw, &shutdown, false, async |batch: &[Entry]| handle_raw_batch(&bus, &metrics, batch).await)
+                .await
         }
     };
     let prediction_loop = {
-        let (bus, ops, shutdown, dirty) = (bus.clone(), ops.clone(), shutdown.clone(), dirty.clone());
+        let (bus, metrics, shutdown, dirty) = (bus.clone(), metrics.clone(), shutdown.clone(), dirty.clone());
         async move {
             consume(&mut predictions, &shutdown, false, async |batch: &[Entry]| {
-                handle_prediction_batch(&bus, &ops, batch).await?;
+                handle_prediction_batch(&bus, &metrics, batch).await?;
                 dirty.store(true, Ordering::SeqCst);
                 Ok::<_, MartError>(())
             })
@@ -259,7 +263,7 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
         }
     };
     let refresher = {
-        let (bus, ops, shutdown) = (bus.clone(), ops.clone(), shutdown.clone());
+        let (bus, shutdown) = (bus.clone(), shutdown.clone());
         async move {
             while !shutdown.is_triggered() {
                 tokio::select! {
@@ -267,13 +271,13 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
                     _ = shutdown.wait() => {}
                 }
                 if dirty.swap(false, Ordering::SeqCst) {
-                    if let Err(e) = refresh(&bus, &ops).await {
+                    if let Err(e) = refresh(&bus, &metrics).await {
                         dirty.store(true, Ordering::SeqCst);
                         tracing::warn!(error = %e, "profile refresh failed, will retry");
                     }
                 }
                 if config.trim_acknowledged {
-                    trim(&bus, &ops).await;
+                    trim(&bus, &metrics).await;
                 }
             }
         }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lab8_protocol::testing::{run_binary, RedisOptions, RedisServer};
+use lab8_bus::testing::{run_binary, RedisOptions, RedisServer};
 
 const MART: &str = env!("CARGO_BIN_EXE_lab8-mart");
 

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_VERSION: u32 = 1;
 /// The model's version, also in the artifact's file name.
 pub const MODEL_VERSION: &str = "1.0.0";
-/// The artifact's file name.
-pub const ARTIFACT_NAME: &str = "model-lab5-1.0.0.zip";
+/// Where `lab8-model train` writes the artifact, from the repository root
+/// (the kustomize tree and the images take it from there).
+pub const DEFAULT_ARTIFACT_PATH: &str = concat!("dist/", lab8_protocol::artifact_file!());
 /// The JSON document inside the zip, and in an unpacked `MODEL_DIR`.
 pub const MODEL_FILE: &str = "model.json";
 

@@ -5,4 +5,4 @@ pub mod artifact;
 pub mod service;
 pub mod train;
 
-pub use artifact::{ModelArtifact, ARTIFACT_NAME};
+pub use artifact::{ModelArtifact, DEFAULT_ARTIFACT_PATH};

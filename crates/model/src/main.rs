@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lab8_model::artifact::{unpack, ModelArtifact};
-use lab8_model::service::{router, score_stream, training_rows};
+use lab8_bus::{Bus, ConsumerArgs, ConsumerOptions, RedisArgs};
+use lab8_model::artifact::{unpack, ModelArtifact, DEFAULT_ARTIFACT_PATH};
+use lab8_model::service::{router, score_stream, training_rows, ModelMetrics};
 use lab8_model::train::{train, KChoice, TrainOptions};
-use lab8_protocol::bus::{Bus, ConsumerOptions, RedisArgs};
-use lab8_protocol::service::{serve_http, ConsumerArgs, Ops, RuntimeArgs, Shutdown, WaitReadyArgs};
+use lab8_service::{serve_http, Ops, RuntimeArgs, Shutdown, WaitReadyArgs};
 
 /// lab8-model: KMeans training, the model artifact, and scoring.
 #[derive(Parser)]
@@ -38,7 +38,7 @@ enum Command {
         /// Rows used for silhouettes.
         #[arg(long, default_value_t = 2000)]
         silhouette_sample: usize,
-        #[arg(long, short, default_value = "dist/model-lab5-1.0.0.zip")]
+        #[arg(long, short, default_value = DEFAULT_ARTIFACT_PATH)]
         output: PathBuf,
     },
     /// Score feature rows from the mart and serve /predict until SIGTERM.
@@ -108,19 +108,24 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(model_version = %model.model_version, k = model.k, dir = %model_dir.display(), "model loaded");
             let bus = Bus::connect(&redis).await?;
             let ops = Ops::default();
+            let metrics = ModelMetrics::register(&ops.metrics);
             let options = ConsumerOptions::from(&consumer);
             if once {
                 let scored =
-                    score_stream(&bus, &model, &ops, &consumer.name(), options, &Shutdown::default(), true).await?;
+                    score_stream(&bus, &model, &metrics, &consumer.name(), options, &Shutdown::default(), true).await?;
                 println!("model: {scored} feature rows scored");
                 return Ok(());
             }
             let shutdown = cli.runtime.shutdown();
-            let (_, server) = serve_http(listen, router(model.clone(), ops.clone(), max_body_bytes), shutdown.clone())
-                .await
-                .with_context(|| format!("LISTEN_ADDR {listen}"))?;
+            let (_, server) = serve_http(
+                listen,
+                router(model.clone(), ops.clone(), metrics.clone(), max_body_bytes),
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| format!("LISTEN_ADDR {listen}"))?;
             ops.readiness.set(true);
-            let scored = score_stream(&bus, &model, &ops, &consumer.name(), options, &shutdown, false).await?;
+            let scored = score_stream(&bus, &model, &metrics, &consumer.name(), options, &shutdown, false).await?;
             tracing::info!(scored, "model stopped");
             server.await??;
             Ok(())

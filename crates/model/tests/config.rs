@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use lab8_protocol::testing::{run_binary, RedisServer};
+use lab8_bus::testing::{run_binary, RedisServer};
+use lab8_model::DEFAULT_ARTIFACT_PATH;
 
 const MODEL: &str = env!("CARGO_BIN_EXE_lab8-model");
 
@@ -31,7 +32,7 @@ fn missing_or_corrupt_models_fail_fast_naming_model_dir() {
         "{output}"
     );
     // The committed artifact, unpacked by the binary itself, serves.
-    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/model-lab5-1.0.0.zip");
+    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_ARTIFACT_PATH);
     let out = dir.path().join("unpacked");
     let (status, output) = run_binary(
         Path::new(MODEL),

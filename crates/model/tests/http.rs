@@ -3,20 +3,25 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use lab8_model::artifact::ModelArtifact;
-use lab8_model::service::{router, PredictResponse};
-use lab8_protocol::service::{serve_http, Ops, Shutdown};
-use lab8_protocol::testing::http_request;
+use lab8_model::artifact::{ModelArtifact, DEFAULT_ARTIFACT_PATH};
+use lab8_model::service::{router, ModelMetrics, PredictResponse};
+use lab8_service::{client, serve_http, Ops, Shutdown};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predict_answers_and_refuses_bad_bodies() {
-    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/model-lab5-1.0.0.zip");
+    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_ARTIFACT_PATH);
     let model = Arc::new(ModelArtifact::read_zip(&zip).unwrap());
     let shutdown = Shutdown::default();
-    let app = router(model.clone(), Ops::default(), 16 * 1024);
+    let ops = Ops::default();
+    let app = router(model.clone(), ops.clone(), ModelMetrics::register(&ops.metrics), 16 * 1024);
     let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
-    let call = |body: Vec<u8>| tokio::task::spawn_blocking(move || http_request(addr, "POST", "/predict", &body));
+    let call = |body: Vec<u8>| async move {
+        let url = format!("http://{addr}/predict");
+        let response = client::request("POST", &url, body, Duration::from_secs(10)).await.expect("POST /predict");
+        Ok::<_, ()>((response.status, response.body))
+    };
     let cookie = r#"{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}"#;
     let (status, body) = call(cookie.as_bytes().to_vec()).await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -26,15 +31,23 @@ async fn predict_answers_and_refuses_bad_bodies() {
     let (status, body) = call(format!("[{cookie},{cookie}]").into_bytes()).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_str::<Vec<PredictResponse>>(&body).unwrap().len(), 2);
+    // Text values follow the mart's policy too: "2100" is a number, "lots" is not.
+    let as_text = cookie.replace("2100", "\"2100\"");
+    let (status, body) = call(as_text.into_bytes()).await.unwrap();
+    assert_eq!((status, serde_json::from_str::<PredictResponse>(&body).unwrap().cluster), (200, answer.cluster));
     let text_value = r#"{"energy_kj":"lots","fat_g":1,"saturated_fat_g":1,"carbohydrates_g":1,"sugars_g":1,"proteins_g":1,"salt_g":1}"#;
-    for (bad, expected) in [
-        (b"{nope".to_vec(), 400),
-        (br#"{"fat_g": 1}"#.to_vec(), 422),
-        (text_value.as_bytes().to_vec(), 422),
-        (vec![b'['; 64 * 1024], 413),
+    // A value the mart would reject is refused with the mart's reason.
+    let too_fat = cookie.replace(r#""fat_g":25"#, r#""fat_g":150"#);
+    for (bad, expected, reason) in [
+        (b"{nope".to_vec(), 400, "malformed JSON"),
+        (br#"{"fat_g": 1}"#.to_vec(), 422, "missing_required:energy_kj"),
+        (text_value.as_bytes().to_vec(), 422, "unparsable_number:energy_100g"),
+        (too_fat.into_bytes(), 422, "out_of_range:fat_g"),
+        (vec![b'['; 64 * 1024], 413, ""),
     ] {
         let (status, body) = call(bad).await.unwrap();
         assert_eq!(status, expected, "{body}");
+        assert!(body.contains(reason), "{body} should name {reason}");
     }
     let (status, _) = call(cookie.as_bytes().to_vec()).await.unwrap();
     assert_eq!(status, 200, "still serving");

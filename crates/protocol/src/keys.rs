@@ -1,5 +1,7 @@
 //! Every Redis key lab8 uses, derived from one configurable prefix.
 
+use crate::messages::Stage;
+
 /// Default key prefix (`KEY_PREFIX`).
 pub const DEFAULT_PREFIX: &str = "lab8:";
 
@@ -26,10 +28,6 @@ impl Default for Keys {
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self { prefix: prefix.into() }
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
     }
 
     fn key(&self, name: &str) -> String {
@@ -68,9 +66,9 @@ impl Keys {
     pub fn mart_clusters(&self) -> String {
         self.key("mart:clusters")
     }
-    /// Hash reason → count of records the mart rejected.
-    pub fn mart_rejections(&self) -> String {
-        self.key("mart:rejections")
+    /// Hash reason → count of the records `stage` rejected (`lab8:mart:rejections`).
+    pub fn rejections(&self, stage: Stage) -> String {
+        self.key(&format!("{}:rejections", stage.as_str()))
     }
 
     /// Every key this prefix owns (for cleanup in tests and tools).
@@ -84,10 +82,40 @@ impl Keys {
             self.mart_products(),
             self.mart_assignments(),
             self.mart_clusters(),
-            self.mart_rejections(),
+            self.rejections(Stage::Source),
+            self.rejections(Stage::Mart),
+            self.rejections(Stage::Model),
         ]
     }
+
+    /// The names (and the artifact's path) as shell assignments (`LAB8_RAW_STREAM='lab8:raw'`), the
+    /// form scripts read them in: `scripts/keys.sh` is this output, checked
+    /// by a test, so no script spells a key by hand.
+    pub fn shell_assignments(&self) -> String {
+        let named = [
+            ("LAB8_RAW_STREAM", self.raw_stream()),
+            ("LAB8_FEATURES_STREAM", self.features_stream()),
+            ("LAB8_PREDICTIONS_STREAM", self.predictions_stream()),
+            ("LAB8_DEAD_LETTER_STREAM", self.dead_letter_stream()),
+            ("LAB8_SEEN_CODES", self.seen_codes()),
+            ("LAB8_MART_PRODUCTS", self.mart_products()),
+            ("LAB8_MART_ASSIGNMENTS", self.mart_assignments()),
+            ("LAB8_MART_CLUSTERS", self.mart_clusters()),
+            ("LAB8_SOURCE_REJECTIONS", self.rejections(Stage::Source)),
+            ("LAB8_MART_REJECTIONS", self.rejections(Stage::Mart)),
+            ("LAB8_MODEL_REJECTIONS", self.rejections(Stage::Model)),
+            ("LAB8_MART_GROUP", MART_GROUP.to_string()),
+            ("LAB8_MODEL_GROUP", MODEL_GROUP.to_string()),
+            ("LAB8_PAYLOAD_FIELD", PAYLOAD_FIELD.to_string()),
+            ("LAB8_ARTIFACT", format!("dist/{}", crate::ARTIFACT_FILE)),
+        ];
+        named.iter().map(|(name, value)| format!("{name}='{value}'\n")).collect()
+    }
 }
+
+/// First lines of `scripts/keys.sh`.
+pub const KEYS_FILE_HEADER: &str =
+    "# Generated from crates/protocol/src/keys.rs (LAB8_REGENERATE=1 cargo test -p lab8-protocol); do not edit.\n# shellcheck shell=bash disable=SC2034\n";
 
 #[cfg(test)]
 mod tests {
@@ -100,5 +128,19 @@ mod tests {
         assert_eq!(keys.mart_products(), "t1:mart:products");
         assert!(keys.all().iter().all(|k| k.starts_with("t1:")));
         assert_eq!(Keys::default().raw_stream(), "lab8:raw");
+        assert_eq!(keys.rejections(Stage::Model), "t1:model:rejections");
+    }
+
+    /// Scripts source `scripts/keys.sh`; it must be what the code says.
+    #[test]
+    fn scripts_keys_file_is_generated_from_here() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/keys.sh");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let expected = format!("{}{}", KEYS_FILE_HEADER, Keys::default().shell_assignments());
+        if std::env::var_os("LAB8_REGENERATE").is_some() {
+            std::fs::write(path, &expected).expect("write scripts/keys.sh");
+            return;
+        }
+        assert_eq!(committed, expected, "scripts/keys.sh is stale: run LAB8_REGENERATE=1 cargo test -p lab8-protocol");
     }
 }

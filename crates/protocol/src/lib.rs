@@ -1,19 +1,28 @@
-//! The Redis contract of lab8 and the runtime every service shares.
+//! The contract of lab8: what travels on Redis and what it is called.
 //!
-//! This crate is the only place where a stream or key name is spelled
-//! ([`keys::Keys`]), where the messages on those streams are defined
-//! ([`messages`]) and where the model's feature list lives ([`features`]).
-//! [`bus`] wraps the Redis stream consumer pattern (consumer groups, pending
-//! entries, XAUTOCLAIM, reconnect with backoff) and [`service`] holds the
-//! HTTP health/metrics surface, logging and shutdown handling.
+//! The only place where a stream or key name is spelled ([`keys::Keys`]),
+//! where the messages on those streams are defined ([`messages`]), where the
+//! model's feature list lives ([`features`]) and where every rejection
+//! reason is named ([`reason::Reason`]). Depends on serde and nothing else,
+//! so anything may depend on it.
 
-pub mod bus;
 pub mod features;
 pub mod keys;
 pub mod messages;
-pub mod service;
-#[cfg(feature = "testing")]
-pub mod testing;
+pub mod reason;
+
+/// The model artifact's file name, as a literal for `concat!` (see [`ARTIFACT_FILE`]).
+#[macro_export]
+macro_rules! artifact_file {
+    () => {
+        "model-lab5-1.0.0.zip"
+    };
+}
+
+/// The model artifact's file name: what training writes under `dist/`, the
+/// ConfigMap carries and the init container unpacks.
+pub const ARTIFACT_FILE: &str = artifact_file!();
 
 pub use features::{Feature, FEATURES, N_FEATURES};
 pub use keys::Keys;
+pub use reason::Reason;

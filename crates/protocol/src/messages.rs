@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::features::N_FEATURES;
+use crate::reason::Reason;
 
 /// A product as the source read it: identifiers and text fields normalised to
 /// one layout, nutrient values kept as the text found in the input. The mart
@@ -61,12 +62,12 @@ impl Stage {
 }
 
 /// A record that did not make it, with a machine-readable reason such as
-/// `out_of_range:fat_100g`. Written as stream fields, not JSON, so that
+/// `out_of_range:fat_g`. Written as stream fields, not JSON, so that
 /// `redis-cli XRANGE` reads well.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub stage: Stage,
-    pub reason: String,
+    pub reason: Reason,
     /// Product code when one could be read, else empty.
     pub code: String,
     /// Stream entry id of the rejected record, when it had one.
@@ -79,33 +80,36 @@ impl DeadLetter {
     /// Longest payload kept in a dead letter.
     pub const MAX_PAYLOAD: usize = 4096;
 
-    pub fn new(stage: Stage, reason: impl Into<String>, code: &str, entry_id: &str, payload: &[u8]) -> Self {
-        let cut = &payload[..payload.len().min(Self::MAX_PAYLOAD)];
+    pub fn new(stage: Stage, reason: Reason, code: &str, entry_id: &str, payload: &[u8]) -> Self {
         Self {
             stage,
-            reason: reason.into(),
+            reason,
             code: code.to_string(),
             entry_id: entry_id.to_string(),
-            payload: String::from_utf8_lossy(cut).into_owned(),
+            payload: Self::cut_payload(payload),
         }
     }
 
-    /// Stream fields for XADD.
-    pub fn fields(&self) -> [(&'static str, &str); 5] {
-        [
-            ("stage", self.stage.as_str()),
-            ("reason", &self.reason),
-            ("code", &self.code),
-            ("entry", &self.entry_id),
-            ("payload", &self.payload),
-        ]
+    /// At most [`DeadLetter::MAX_PAYLOAD`] bytes of a record, as text.
+    pub fn cut_payload(payload: &[u8]) -> String {
+        String::from_utf8_lossy(&payload[..payload.len().min(Self::MAX_PAYLOAD)]).into_owned()
     }
 
-    /// The reason's family, without the field it names (`out_of_range:fat_100g` → `out_of_range`).
-    pub fn reason_kind(reason: &str) -> &str {
-        reason.split(':').next().unwrap_or(reason)
+    /// Stream fields for XADD, in [`DEAD_LETTER_FIELDS`] order.
+    pub fn fields(&self) -> [(&'static str, String); 5] {
+        let [stage, reason, code, entry, payload] = DEAD_LETTER_FIELDS;
+        [
+            (stage, self.stage.as_str().to_string()),
+            (reason, self.reason.wire_name()),
+            (code, self.code.clone()),
+            (entry, self.entry_id.clone()),
+            (payload, self.payload.clone()),
+        ]
     }
 }
+
+/// Field names of a dead-letter entry (the commit script writes the same).
+pub const DEAD_LETTER_FIELDS: [&str; 5] = ["stage", "reason", "code", "entry", "payload"];
 
 /// One row of the mart's product table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,9 +153,9 @@ mod tests {
     #[test]
     fn dead_letter_cuts_payload_and_names_reason_kind() {
         let big = vec![b'a'; 10_000];
-        let dl = DeadLetter::new(Stage::Mart, "out_of_range:fat_100g", "42", "1-0", &big);
+        let dl = DeadLetter::new(Stage::Mart, Reason::OutOfRange("fat_g"), "42", "1-0", &big);
         assert_eq!(dl.payload.len(), DeadLetter::MAX_PAYLOAD);
-        assert_eq!(DeadLetter::reason_kind(&dl.reason), "out_of_range");
-        assert_eq!(dl.fields()[0], ("stage", "mart"));
+        assert_eq!(dl.fields()[0], ("stage", "mart".to_string()));
+        assert_eq!(dl.fields()[1], ("reason", "out_of_range:fat_g".to_string()));
     }
 }

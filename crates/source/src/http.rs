@@ -6,7 +6,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use lab8_protocol::service::{ops_router, HttpError, Ops};
+use lab8_service::{label, ops_router, CounterFamily, HttpError, Metrics, Ops};
 use serde::Serialize;
 
 use crate::input::records_from_json_body;
@@ -15,12 +15,30 @@ use crate::loader::Loader;
 /// Default largest accepted body (`MAX_BODY_BYTES`).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// What the ingest API exports.
+#[derive(Clone, Default)]
+pub struct SourceMetrics {
+    /// `lab8_source_records_total{outcome="sent"|"duplicate"}`
+    records: CounterFamily,
+    /// `lab8_source_rejected_total{reason}`
+    rejected: CounterFamily,
+}
+
+impl SourceMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register("lab8_source_records", "Records received over HTTP", this.records.clone());
+        metrics.register("lab8_source_rejected", "Records rejected by the source, by reason", this.rejected.clone());
+        this
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     /// Cloned per request: its connection is multiplexed, so requests do not
     /// wait for each other (the dedupe script is atomic in Redis).
     loader: Loader,
-    ops: Ops,
+    metrics: SourceMetrics,
 }
 
 /// Answer to a `POST /products`.
@@ -44,7 +62,7 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
     let rejected: Vec<RejectedItem> = records
         .iter()
         .filter_map(|r| r.as_ref().err())
-        .map(|r| RejectedItem { location: r.location.clone(), reason: r.reason.clone() })
+        .map(|r| RejectedItem { location: r.location.clone(), reason: r.reason.wire_name() })
         .collect();
     let summary = {
         let mut loader = state.loader.clone();
@@ -53,21 +71,11 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
             HttpError(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable, retry later".into())
         })?
     };
-    let metrics = &state.ops.metrics;
-    metrics.inc("lab8_source_records_total", "Records received over HTTP", &[("outcome", "sent")], summary.sent);
-    metrics.inc(
-        "lab8_source_records_total",
-        "Records received over HTTP",
-        &[("outcome", "duplicate")],
-        summary.duplicates,
-    );
+    let metrics = &state.metrics;
+    metrics.records.get_or_create(&label("outcome", "sent")).inc_by(summary.sent);
+    metrics.records.get_or_create(&label("outcome", "duplicate")).inc_by(summary.duplicates);
     for (reason, n) in &summary.rejected {
-        metrics.inc(
-            "lab8_source_rejected_total",
-            "Records rejected by the source, by reason",
-            &[("reason", reason)],
-            *n,
-        );
+        metrics.rejected.get_or_create(&label("reason", reason)).inc_by(*n);
     }
     summary.log("ingest batch");
     Ok(Json(IngestResponse { received: summary.read, sent: summary.sent, duplicates: summary.duplicates, rejected }))
@@ -75,7 +83,7 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
 
 /// The source's HTTP API.
 pub fn router(loader: Loader, ops: Ops, max_body_bytes: usize) -> Router {
-    let state = AppState { loader, ops: ops.clone() };
+    let state = AppState { loader, metrics: SourceMetrics::register(&ops.metrics) };
     Router::new()
         .route("/products", post(ingest))
         .with_state(state)

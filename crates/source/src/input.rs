@@ -9,6 +9,7 @@ use std::path::Path;
 
 use lab8_protocol::features::raw_nutrient_columns;
 use lab8_protocol::messages::RawProduct;
+use lab8_protocol::reason::{JsonField, Reason};
 use serde_json::Value;
 
 /// Longest field kept; a longer one rejects the record (`field_too_large`).
@@ -27,8 +28,7 @@ const NUTRISCORE_COLUMNS: &[&str] = &["nutriscore_grade", "nutrition_grade_fr", 
 /// A record the source could not turn into a product, with why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    /// Machine-readable reason, e.g. `missing_code`, `column_count`.
-    pub reason: String,
+    pub reason: Reason,
     /// Product code if one was readable.
     pub code: String,
     /// The input as read (cut when stored).
@@ -40,8 +40,8 @@ pub struct Rejection {
 /// One record read from an input.
 pub type SourceRecord = Result<RawProduct, Rejection>;
 
-/// Input layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Input layout (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Tsv,
     Csv,
@@ -133,11 +133,11 @@ fn first_non_empty(fields: &[&str], columns: &[usize]) -> Option<String> {
 }
 
 /// Checks a product code: present, short, printable, no spaces.
-pub fn validate_code(code: &str) -> Result<(), &'static str> {
+pub fn validate_code(code: &str) -> Result<(), Reason> {
     if code.is_empty() {
-        Err("missing_code")
+        Err(Reason::MissingCode)
     } else if code.len() > MAX_CODE_BYTES || code.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err("invalid_code")
+        Err(Reason::InvalidCode)
     } else {
         Ok(())
     }
@@ -148,13 +148,13 @@ fn product_from_fields(
     map: &ColumnMap,
     fields: &[&str],
     default_category: Option<&str>,
-) -> Result<RawProduct, (&'static str, String)> {
+) -> Result<RawProduct, (Reason, String)> {
     let code = map.code.and_then(|i| fields.get(i)).map(|c| c.trim().to_string()).unwrap_or_default();
     if fields.len() != map.width {
-        return Err(("column_count", code));
+        return Err((Reason::ColumnCount, code));
     }
     if fields.iter().any(|f| f.len() > MAX_FIELD_BYTES) {
-        return Err(("field_too_large", code));
+        return Err((Reason::FieldTooLarge, code));
     }
     validate_code(&code).map_err(|reason| (reason, code.clone()))?;
     let nutrients: BTreeMap<String, String> = map
@@ -177,21 +177,23 @@ fn product_from_fields(
 /// Builds a product from a JSON object in the export's flat layout
 /// (`{"code": "…", "product_name": "…", "fat_100g": 1.5, …}`) or in the
 /// protocol's own (`{"code": …, "name": …, "nutrients": {…}}`).
-pub fn product_from_json(value: Value, default_category: Option<&str>) -> Result<RawProduct, (&'static str, String)> {
+pub fn product_from_json(value: Value, default_category: Option<&str>) -> Result<RawProduct, (Reason, String)> {
     let Value::Object(object) = value else {
-        return Err(("not_an_object", String::new()));
+        return Err((Reason::NotAnObject, String::new()));
     };
     let code = match object.get("code") {
         Some(Value::String(s)) => s.trim().to_string(),
         Some(Value::Number(n)) => n.to_string(),
         None | Some(Value::Null) => String::new(),
-        Some(_) => return Err(("wrong_type:code", String::new())),
+        Some(_) => return Err((Reason::WrongType(JsonField::Code), String::new())),
     };
     validate_code(&code).map_err(|reason| (reason, code.clone()))?;
-    let text = |names: &[&str]| -> Result<Option<String>, (&'static str, String)> {
+    let text = |names: &[&str]| -> Result<Option<String>, (Reason, String)> {
         for name in names {
             match object.get(*name) {
-                Some(Value::String(s)) if s.len() > MAX_FIELD_BYTES => return Err(("field_too_large", code.clone())),
+                Some(Value::String(s)) if s.len() > MAX_FIELD_BYTES => {
+                    return Err((Reason::FieldTooLarge, code.clone()))
+                }
                 Some(Value::String(s)) if !s.trim().is_empty() => return Ok(Some(s.trim().to_string())),
                 Some(Value::Array(items)) if name.starts_with("categor") => {
                     let joined: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
@@ -200,7 +202,7 @@ pub fn product_from_json(value: Value, default_category: Option<&str>) -> Result
                     }
                 }
                 None | Some(Value::Null) | Some(Value::String(_)) => {}
-                Some(_) => return Err(("wrong_type:text", code.clone())),
+                Some(_) => return Err((Reason::WrongType(JsonField::Text), code.clone())),
             }
         }
         Ok(None)
@@ -212,14 +214,14 @@ pub fn product_from_json(value: Value, default_category: Option<&str>) -> Result
     let nested = match object.get("nutrients") {
         Some(Value::Object(inner)) => Some(inner),
         None | Some(Value::Null) => None,
-        Some(_) => return Err(("wrong_type:nutrients", code)),
+        Some(_) => return Err((Reason::WrongType(JsonField::Nutrients), code)),
     };
     for column in raw_nutrient_columns() {
         let value = nested.and_then(|n| n.get(column)).or_else(|| object.get(column));
         let text = match value {
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) if s.trim().is_empty() => continue,
-            Some(Value::String(s)) if s.len() > MAX_FIELD_BYTES => return Err(("field_too_large", code)),
+            Some(Value::String(s)) if s.len() > MAX_FIELD_BYTES => return Err((Reason::FieldTooLarge, code)),
             Some(Value::String(s)) => s.trim().to_string(),
             // Numbers, booleans, arrays: their JSON text, which the mart parses or rejects.
             Some(other) => other.to_string(),
@@ -245,11 +247,11 @@ impl Iterator for FileRecords {
 
 fn io_rejection(e: &std::io::Error, location: String) -> Rejection {
     let reason = match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "truncated_input",
-        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => "corrupt_input",
-        _ => "read_error",
+        std::io::ErrorKind::UnexpectedEof => Reason::TruncatedInput,
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => Reason::CorruptInput,
+        _ => Reason::ReadError,
     };
-    Rejection { reason: reason.to_string(), code: String::new(), raw: e.to_string().into_bytes(), location }
+    Rejection { reason, code: String::new(), raw: e.to_string().into_bytes(), location }
 }
 
 /// Streams the records of `reader` (already decompressed).
@@ -296,23 +298,24 @@ fn jsonl_records(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let reject = |reason: &str, code: String, raw: Vec<u8>| {
-            Some(Err(Rejection { reason: reason.to_string(), code, raw, location: location.clone() }))
+        let reject = |reason: Reason, code: String, raw: Vec<u8>| {
+            Some(Err(Rejection { reason, code, raw, location: location.clone() }))
         };
         if line.len() > MAX_FIELD_BYTES * 8 {
-            return reject("field_too_large", String::new(), line);
+            return reject(Reason::FieldTooLarge, String::new(), line);
         }
         let value: Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) if e.is_eof() || e.is_syntax() || e.is_data() => {
-                let reason = if std::str::from_utf8(&line).is_err() { "invalid_utf8" } else { "malformed_json" };
+                let reason =
+                    if std::str::from_utf8(&line).is_err() { Reason::InvalidUtf8 } else { Reason::MalformedJson };
                 return reject(reason, String::new(), line);
             }
-            Err(_) => return reject("malformed_json", String::new(), line),
+            Err(_) => return reject(Reason::MalformedJson, String::new(), line),
         };
         return Some(match product_from_json(value, default_category.as_deref()) {
             Ok(p) => Ok(p),
-            Err((reason, code)) => Err(Rejection { reason: reason.to_string(), code, raw: line, location }),
+            Err((reason, code)) => Err(Rejection { reason, code, raw: line, location }),
         });
     })
 }
@@ -357,7 +360,7 @@ fn delimited_records(
             if map.is_none() {
                 done = true;
             }
-            return Some(Err(Rejection { reason: "invalid_utf8".into(), code: String::new(), raw: raw(), location }));
+            return Some(Err(Rejection { reason: Reason::InvalidUtf8, code: String::new(), raw: raw(), location }));
         };
         let Some(columns) = &map else {
             if let Some(first) = fields.first_mut() {
@@ -367,7 +370,7 @@ fn delimited_records(
             if columns.code.is_none() {
                 done = true;
                 return Some(Err(Rejection {
-                    reason: "missing_code_column".into(),
+                    reason: Reason::MissingCodeColumn,
                     code: String::new(),
                     raw: raw(),
                     location,
@@ -381,7 +384,7 @@ fn delimited_records(
         }
         return Some(match product_from_fields(columns, &fields, default_category.as_deref()) {
             Ok(p) => Ok(p),
-            Err((reason, code)) => Err(Rejection { reason: reason.to_string(), code, raw: raw(), location }),
+            Err((reason, code)) => Err(Rejection { reason, code, raw: raw(), location }),
         });
     })
 }
@@ -437,7 +440,7 @@ pub fn records_from_json_body(body: &[u8]) -> Result<Vec<SourceRecord>, String> 
         .map(|(i, item)| {
             let raw = serde_json::to_vec(&item).unwrap_or_default();
             product_from_json(item, None).map_err(|(reason, code)| Rejection {
-                reason: reason.to_string(),
+                reason,
                 code,
                 raw,
                 location: format!("item {i}"),
@@ -480,8 +483,8 @@ mod tests {
         let text = "code,product_name,fat_100g\n1,\"Choc, dark\",30\n2,short\n3,a,1,extra\n";
         let got = records(text, None);
         assert_eq!(got[0].as_ref().unwrap().name.as_deref(), Some("Choc, dark"));
-        assert_eq!(got[1].as_ref().unwrap_err().reason, "column_count");
-        assert_eq!(got[2].as_ref().unwrap_err().reason, "column_count");
+        assert_eq!(got[1].as_ref().unwrap_err().reason.to_string(), "column_count");
+        assert_eq!(got[2].as_ref().unwrap_err().reason.to_string(), "column_count");
         assert_eq!(got[2].as_ref().unwrap_err().code, "3");
     }
 
@@ -492,9 +495,9 @@ mod tests {
         assert_eq!(got.len(), 5);
         assert_eq!(got[0].as_ref().unwrap().nutrients["fat_100g"], "1.5");
         assert_eq!(got[1].as_ref().unwrap().code, "2");
-        assert_eq!(got[2].as_ref().unwrap_err().reason, "malformed_json");
-        assert_eq!(got[3].as_ref().unwrap_err().reason, "not_an_object");
-        assert_eq!(got[4].as_ref().unwrap_err().reason, "missing_code");
+        assert_eq!(got[2].as_ref().unwrap_err().reason.to_string(), "malformed_json");
+        assert_eq!(got[3].as_ref().unwrap_err().reason.to_string(), "not_an_object");
+        assert_eq!(got[4].as_ref().unwrap_err().reason.to_string(), "missing_code");
     }
 
     #[test]
@@ -503,9 +506,9 @@ mod tests {
         bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
         let got: Vec<_> = read_records(Box::new(Cursor::new(bytes)), "t".into(), None, None).collect();
         assert!(got[0].is_ok());
-        assert_eq!(got[1].as_ref().unwrap_err().reason, "invalid_utf8");
-        assert_eq!(validate_code("a b"), Err("invalid_code"));
-        assert_eq!(validate_code(""), Err("missing_code"));
+        assert_eq!(got[1].as_ref().unwrap_err().reason, Reason::InvalidUtf8);
+        assert_eq!(validate_code("a b"), Err(Reason::InvalidCode));
+        assert_eq!(validate_code(""), Err(Reason::MissingCode));
     }
 
     #[test]
@@ -533,7 +536,7 @@ mod tests {
         let (records, _, _) = read_file(&path, &ReadOptions::default()).unwrap();
         let all: Vec<_> = records.collect();
         let last = all.last().unwrap().as_ref().unwrap_err();
-        assert_eq!(last.reason, "truncated_input");
+        assert_eq!(last.reason, Reason::TruncatedInput);
         assert!(all.iter().filter(|r| r.is_ok()).count() > 0);
     }
 

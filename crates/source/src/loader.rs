@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lab8_protocol::bus::{self, Bus};
+use lab8_bus::ingest::{add_dead_letters, add_new_products};
+use lab8_bus::Bus;
 use lab8_protocol::messages::{DeadLetter, Stage};
 use lab8_protocol::Keys;
 use redis::aio::ConnectionManager;
@@ -95,7 +96,7 @@ impl From<Vec<SourceRecord>> for Prepared {
                 }
                 Err(rejection) => {
                     tracing::debug!(reason = %rejection.reason, location = %rejection.location, "record rejected");
-                    *prepared.summary.rejected.entry(rejection.reason.clone()).or_default() += 1;
+                    *prepared.summary.rejected.entry(rejection.reason.wire_name()).or_default() += 1;
                     prepared.dead_letters.push(DeadLetter::new(
                         Stage::Source,
                         rejection.reason,
@@ -131,10 +132,10 @@ impl Loader {
     pub async fn send_prepared(&mut self, prepared: Prepared) -> Result<LoadSummary, RedisError> {
         let mut summary = prepared.summary;
         if !prepared.products.is_empty() {
-            summary.sent = bus::add_new_products(&mut self.conn, &self.keys, &prepared.products).await?;
+            summary.sent = add_new_products(&mut self.conn, &self.keys, &prepared.products).await?;
             summary.duplicates = prepared.products.len() as u64 - summary.sent;
         }
-        bus::add_dead_letters(&mut self.conn, &self.keys, &prepared.dead_letters).await?;
+        add_dead_letters(&mut self.conn, &self.keys, &prepared.dead_letters).await?;
         Ok(summary)
     }
 

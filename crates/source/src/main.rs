@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lab8_protocol::bus::{Bus, RedisArgs};
-use lab8_protocol::service::{serve_http, Ops, RuntimeArgs, WaitReadyArgs};
+use lab8_bus::{Bus, RedisArgs};
+use lab8_service::{serve_http, Ops, RuntimeArgs, WaitReadyArgs};
 use lab8_source::http::{router, DEFAULT_MAX_BODY_BYTES};
 use lab8_source::input::{Format, ReadOptions};
 use lab8_source::Loader;
@@ -29,8 +29,8 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Force the input format instead of guessing from name and content.
-        #[arg(long, value_parser = ["tsv", "csv", "jsonl"])]
-        format: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// Use the file name as category for products without one.
         #[arg(long)]
         category_from_file_name: bool,
@@ -63,11 +63,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::WaitReady(args) => args.run().await,
         Command::Load { files, format, category_from_file_name, chunk, quiet, json } => {
-            let format = format.map(|f| match f.as_str() {
-                "csv" => Format::Csv,
-                "jsonl" => Format::Jsonl,
-                _ => Format::Tsv,
-            });
             let bus = Bus::connect(&cli.redis).await?;
             let mut loader = Loader::new(&bus);
             let options = ReadOptions { format, category_from_file_name };

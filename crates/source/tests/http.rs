@@ -2,9 +2,12 @@
 //! single products go in once per code; oversized and malformed bodies get a
 //! 4xx and the server keeps serving.
 
-use lab8_protocol::bus::{entries_added, Bus};
-use lab8_protocol::service::{serve_http, Ops, Shutdown};
-use lab8_protocol::testing::{http_request, RedisServer};
+use std::time::Duration;
+
+use lab8_bus::inspect::entries_added;
+use lab8_bus::testing::RedisServer;
+use lab8_bus::Bus;
+use lab8_service::{client, serve_http, Ops, Shutdown};
 use lab8_source::http::router;
 use lab8_source::Loader;
 
@@ -22,8 +25,10 @@ async fn ingest_over_http_and_refuse_bad_bodies() {
     let shutdown = Shutdown::default();
     let app = router(Loader::new(&bus), ops.clone(), 64 * 1024);
     let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
-    let call = |method: &'static str, path: &'static str, body: Vec<u8>| {
-        tokio::task::spawn_blocking(move || http_request(addr, method, path, &body))
+    let call = |method: &'static str, path: &'static str, body: Vec<u8>| async move {
+        let response = client::request(method, &format!("http://{addr}{path}"), body, Duration::from_secs(10)).await;
+        let response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        Ok::<_, ()>((response.status, response.body))
     };
 
     let (status, body) = call("POST", "/products", PRODUCT.as_bytes().to_vec()).await.unwrap();

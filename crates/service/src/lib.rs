@@ -1,9 +1,9 @@
 //! What every lab8 service shares at run time: logging, SIGTERM handling,
-//! `/healthz` `/readyz` `/metrics`, and waiting for a dependency to be ready.
+//! `/healthz` `/readyz` `/metrics` (a `prometheus-client` registry), an
+//! HTTP client, and waiting for a dependency to be ready.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+
+pub mod client;
 
 /// Log format (`LOG_FORMAT`): `text` for people, `json` for the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,79 +128,40 @@ impl Readiness {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MetricKind {
-    Counter,
-    Gauge,
-}
-
-#[derive(Debug)]
-struct Family {
-    help: &'static str,
-    kind: MetricKind,
-    series: BTreeMap<String, f64>,
-}
-
-/// A small Prometheus registry: counters and gauges with optional labels,
-/// rendered in the text exposition format.
+/// The process's Prometheus registry. Each service registers its own typed
+/// metric families (see `lab8_mart::metrics`) and `/metrics` encodes it.
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<BTreeMap<&'static str, Family>>>);
+pub struct Metrics(Arc<Mutex<Registry>>);
+
+/// Labels of a metric series, e.g. `[("reason", "malformed_json")]`.
+pub type Labels = Vec<(String, String)>;
+/// A counter per label set.
+pub type CounterFamily = Family<Labels, Counter>;
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+/// A gauge per label set.
+pub type GaugeFamily = Family<Labels, FloatGauge>;
+pub use prometheus_client::metrics::counter::Counter as PlainCounter;
+
+/// Content type of `/metrics` (the encoder writes OpenMetrics text).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One label.
+pub fn label(name: &str, value: impl ToString) -> Labels {
+    vec![(name.to_string(), value.to_string())]
+}
 
 impl Metrics {
-    fn update(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        kind: MetricKind,
-        labels: &[(&str, &str)],
-        f: impl FnOnce(&mut f64),
-    ) {
-        let label_text = if labels.is_empty() {
-            String::new()
-        } else {
-            let parts: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        };
-        let mut families = self.0.lock().expect("metrics lock");
-        let family = families.entry(name).or_insert_with(|| Family { help, kind, series: BTreeMap::new() });
-        f(family.series.entry(label_text).or_insert(0.0));
+    /// Registers a metric (counters get `_total` appended by the encoder).
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.0.lock().expect("metrics lock").register(name, help, metric);
     }
 
-    /// Adds to a counter (`name` should end in `_total`).
-    pub fn inc(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)], by: u64) {
-        self.update(name, help, MetricKind::Counter, labels, |v| *v += by as f64);
-    }
-
-    /// Sets a gauge.
-    pub fn set(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)], value: f64) {
-        self.update(name, help, MetricKind::Gauge, labels, |v| *v = value);
-    }
-
-    /// Current value of a series (tests and logs).
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let families = self.0.lock().expect("metrics lock");
-        let family = families.get(name)?;
-        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        let key = if wanted.is_empty() { String::new() } else { format!("{{{}}}", wanted.join(",")) };
-        family.series.get(&key).copied()
-    }
-
+    /// The text exposition format.
     pub fn render(&self) -> String {
-        let families = self.0.lock().expect("metrics lock");
         let mut out = String::new();
-        for (name, family) in families.iter() {
-            let kind = match family.kind {
-                MetricKind::Counter => "counter",
-                MetricKind::Gauge => "gauge",
-            };
-            out.push_str(&format!("# HELP {name} {}\n# TYPE {name} {kind}\n", family.help));
-            for (labels, value) in &family.series {
-                out.push_str(&format!("{name}{labels} {value}\n"));
-            }
-        }
+        prometheus_client::encoding::text::encode(&mut out, &self.0.lock().expect("metrics lock"))
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -232,7 +198,12 @@ pub fn ops_router<S: Clone + Send + Sync + 'static>(ops: Ops) -> Router<S> {
                 }
             }),
         )
-        .route("/metrics", get(|State(ops): State<Ops>| async move { ops.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(ops): State<Ops>| async move {
+                ([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], ops.metrics.render())
+            }),
+        )
         .with_state(ops)
 }
 
@@ -252,37 +223,13 @@ pub async fn serve_http(
     Ok((local, task))
 }
 
-/// Status code of an HTTP GET on `url` (`http://host:port/path`), with a
-/// minimal HTTP/1.1 client so init containers need nothing but our binaries.
-pub async fn http_get_status(url: &str, timeout: Duration) -> std::io::Result<u16> {
-    let invalid = || std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not an http:// URL: {url}"));
-    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".to_string()));
-    let request = async {
-        let mut stream = tokio::net::TcpStream::connect(host).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut head = vec![0u8; 64];
-        let n = stream.read(&mut head).await?;
-        let line = String::from_utf8_lossy(&head[..n]);
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status line"))
-    };
-    tokio::time::timeout(timeout, request)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP request timed out"))?
-}
-
 /// Waits until every URL answers 200 or `timeout` passes (init containers
 /// use it to start services in order: source → mart → model).
 pub async fn wait_ready(urls: &[String], timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     for url in urls {
         loop {
-            match http_get_status(url, Duration::from_secs(2)).await {
+            match client::get(url, Duration::from_secs(2)).await.map(|r| r.status) {
                 Ok(200) => {
                     tracing::info!(%url, "dependency ready");
                     break;
@@ -296,45 +243,6 @@ pub async fn wait_ready(urls: &[String], timeout: Duration) -> Result<(), String
         }
     }
     Ok(())
-}
-
-/// Consumer-group settings shared by the mart and the model.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConsumerArgs {
-    /// Consumer name in the consumer groups, unique per replica; defaults to
-    /// `HOSTNAME` (the pod name in the cluster).
-    #[arg(long = "consumer-name", env = "CONSUMER_NAME")]
-    pub consumer_name: Option<String>,
-    /// Largest batch read from a stream at once.
-    #[arg(long = "batch-size", env = "BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub batch_size: u64,
-    /// How long a read waits for new entries, in milliseconds.
-    #[arg(long = "block-ms", env = "BLOCK_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub block_ms: u64,
-    /// Entries pending this long at another consumer (a dead replica) are taken over.
-    #[arg(long = "claim-idle-secs", env = "CLAIM_IDLE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub claim_idle_secs: u64,
-}
-
-impl ConsumerArgs {
-    pub fn name(&self) -> String {
-        self.consumer_name
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "lab8".to_string())
-    }
-}
-
-impl From<&ConsumerArgs> for crate::bus::ConsumerOptions {
-    fn from(args: &ConsumerArgs) -> Self {
-        Self {
-            batch: args.batch_size as usize,
-            block: Duration::from_millis(args.block_ms),
-            claim_idle: Duration::from_secs(args.claim_idle_secs),
-        }
-    }
 }
 
 /// `wait-ready URL…`: the subcommand init containers run to start services in order.
@@ -361,14 +269,17 @@ mod tests {
     #[test]
     fn metrics_render_in_exposition_format() {
         let m = Metrics::default();
-        m.inc("lab8_x_total", "things", &[("reason", "a\"b")], 2);
-        m.inc("lab8_x_total", "things", &[("reason", "a\"b")], 1);
-        m.set("lab8_ready", "ready", &[], 1.0);
+        let things = CounterFamily::default();
+        let ready = FloatGauge::default();
+        m.register("lab8_x", "things", things.clone());
+        m.register("lab8_ready", "ready", ready.clone());
+        things.get_or_create(&label("reason", "a")).inc_by(2);
+        things.get_or_create(&label("reason", "a")).inc();
+        ready.set(1.0);
         let text = m.render();
-        assert!(text.contains("# TYPE lab8_x_total counter"));
-        assert!(text.contains("lab8_x_total{reason=\"a\\\"b\"} 3"));
-        assert!(text.contains("lab8_ready 1"));
-        assert_eq!(m.get("lab8_ready", &[]), Some(1.0));
+        assert!(text.contains("# TYPE lab8_x counter"), "{text}");
+        assert!(text.contains("lab8_x_total{reason=\"a\"} 3"), "{text}");
+        assert!(text.contains("lab8_ready 1"), "{text}");
     }
 
     #[tokio::test]
@@ -378,11 +289,16 @@ mod tests {
         let (addr, task) =
             serve_http("127.0.0.1:0".parse().unwrap(), ops_router(ops.clone()), shutdown.clone()).await.unwrap();
         let url = |p: &str| format!("http://{addr}{p}");
-        assert_eq!(http_get_status(&url("/healthz"), Duration::from_secs(2)).await.unwrap(), 200);
-        assert_eq!(http_get_status(&url("/readyz"), Duration::from_secs(2)).await.unwrap(), 503);
+        let status = |p: &str| {
+            let url = url(p);
+            async move { client::get(&url, Duration::from_secs(2)).await.unwrap().status }
+        };
+        assert_eq!(status("/healthz").await, 200);
+        assert_eq!(status("/readyz").await, 503);
+        assert!(wait_ready(&[url("/readyz")], Duration::from_secs(1)).await.is_err());
         ops.readiness.set(true);
         wait_ready(&[url("/readyz")], Duration::from_secs(5)).await.unwrap();
-        assert_eq!(http_get_status(&url("/metrics"), Duration::from_secs(2)).await.unwrap(), 200);
+        assert_eq!(status("/metrics").await, 200);
         shutdown.trigger();
         task.await.unwrap().unwrap();
     }

@@ -4,30 +4,20 @@
 //! dead-letter stream with a reason, none lost, none counted twice.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 
-use lab8_mart::{service, MartConfig};
-use lab8_model::service::{score_stream, training_rows};
+use lab8_bus::inspect::{dead_letters, read_stream};
+use lab8_bus::maintenance::scan_hash;
+use lab8_bus::testing::RedisServer;
+use lab8_bus::ConsumerOptions;
+use lab8_mart::{service, MartConfig, MartMetrics};
+use lab8_model::service::{score_stream, training_rows, ModelMetrics};
 use lab8_model::train::{train, TrainOptions};
-use lab8_model::ModelArtifact;
-use lab8_protocol::bus::{read_stream, scan_hash, ConsumerOptions};
+use lab8_model::{ModelArtifact, DEFAULT_ARTIFACT_PATH};
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
-use lab8_protocol::service::{Ops, Shutdown};
-use lab8_protocol::testing::{dead_letters, RedisServer};
+use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
-
-fn sample_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/openfoodfacts");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tsv"))
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 5, "bundled sample in {}", dir.display());
-    files
-}
+use lab8_system_tests::{root, sample_files};
 
 fn config() -> MartConfig {
     MartConfig {
@@ -58,7 +48,7 @@ async fn bundled_sample_reconciles_end_to_end() {
     assert_eq!((again.sent, again.duplicates), (0, 17_072), "loading twice adds nothing");
 
     // Mart: clean.
-    let ops = Ops::default();
+    let ops = MartMetrics::default();
     let cleaned = service::drain(&bus, &config(), &ops).await.unwrap();
     assert_eq!(cleaned.raw_entries, 16_014);
     assert_eq!(cleaned.prediction_entries, 0);
@@ -69,14 +59,23 @@ async fn bundled_sample_reconciles_end_to_end() {
     // artifact committed in dist/ (training is deterministic).
     let trained = train(&rows, &TrainOptions::default()).unwrap();
     let model = trained.artifact;
-    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dist/model-lab5-1.0.0.zip");
+    let committed = root().join(DEFAULT_ARTIFACT_PATH);
     assert_eq!(
         ModelArtifact::read_zip(&committed).unwrap(),
         model,
         "dist/model-lab5-1.0.0.zip is not what training on the sample gives: run `make demo` and commit it"
     );
-    let scored =
-        score_stream(&bus, &model, &ops, "test", ConsumerOptions::default(), &Shutdown::default(), true).await.unwrap();
+    let scored = score_stream(
+        &bus,
+        &model,
+        &ModelMetrics::default(),
+        "test",
+        ConsumerOptions::default(),
+        &Shutdown::default(),
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(scored as usize, rows.len());
 
     // Mart: materialise.
@@ -97,7 +96,7 @@ async fn bundled_sample_reconciles_end_to_end() {
         .into_iter()
         .map(|(k, v)| (k, serde_json::from_str(&v).unwrap()))
         .collect();
-    let letters = dead_letters(&bus).await;
+    let letters = dead_letters(&bus).await.unwrap();
     let mart_letters: Vec<_> = letters.iter().filter(|l| l["stage"] == "mart").collect();
     assert_eq!(raw.len(), 16_014);
     assert_eq!(products.len() + mart_letters.len(), raw.len(), "every raw record is in the mart or a dead letter");

@@ -2,7 +2,7 @@
 //! reader and cleans them with the mart's rules in batches, without Redis;
 //! prints one JSON line with rows, seconds and rows/s for each stage.
 //!
-//!   cargo run --release --example bench_clean -p lab8-mart -- FILE... [--batch N]
+//!   cargo run --release --example bench_clean -p lab8-system-tests -- FILE... [--batch N]
 
 use std::path::PathBuf;
 use std::time::Instant;

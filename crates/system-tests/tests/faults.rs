@@ -8,33 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab8_mart::{service, MartConfig};
+use lab8_bus::inspect::{backlog, entries_added};
+use lab8_bus::maintenance::scan_hash;
+use lab8_bus::testing::{RedisOptions, RedisServer};
+use lab8_bus::{Bus, ConsumerOptions};
+use lab8_mart::{service, MartConfig, MartMetrics};
 use lab8_model::artifact::unpack;
-use lab8_model::service::score_stream;
-use lab8_protocol::bus::{entries_added, scan_hash, Bus, ConsumerOptions};
+use lab8_model::service::{score_stream, ModelMetrics};
+use lab8_model::DEFAULT_ARTIFACT_PATH;
+use lab8_protocol::messages::Stage;
 use lab8_protocol::messages::{ClusterProfile, Prediction};
-use lab8_protocol::service::{Ops, Shutdown};
-use lab8_protocol::testing::{RedisOptions, RedisServer};
+use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
+use lab8_system_tests::{binary, root, sample_files};
 
 const REPEAT: usize = 4;
 const KILLS_EACH: usize = 10;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The sample repeated with prefixed codes: REPEAT × 16,014 distinct products.
 fn big_input(dir: &Path) -> PathBuf {
     let out = dir.join("big.tsv");
     let mut text = String::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("data/openfoodfacts"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tsv"))
-        .collect();
-    files.sort();
+    let files = sample_files();
     for r in 0..REPEAT {
         for (i, file) in files.iter().enumerate() {
             let content = std::fs::read_to_string(file).unwrap();
@@ -63,13 +59,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn binary(name: &str) -> PathBuf {
-    // Integration tests see only their own crate's binaries; the model's is beside it.
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_lab8-mart")).with_file_name(name);
-    assert!(path.exists(), "{} missing: build the workspace first (make build)", path.display());
-    path
 }
 
 /// A child process killed when dropped, so a failing test leaves none behind.
@@ -136,14 +125,14 @@ async fn mart_state(bus: &Bus) -> (BTreeMap<String, String>, BTreeMap<String, u3
         .into_iter()
         .map(|(code, json)| (code, serde_json::from_str::<Prediction>(&json).unwrap().cluster))
         .collect();
-    let rejections = scan_hash(&mut conn, &keys.mart_rejections()).await.unwrap().into_iter().collect();
+    let rejections = scan_hash(&mut conn, &keys.rejections(Stage::Mart)).await.unwrap().into_iter().collect();
     (products, assignments, rejections)
 }
 
 /// The backlog of a group, retried across a reconnection (Redis restarts here).
-async fn backlog(bus: &Bus, stream: String, group: &str) -> u64 {
+async fn backlog_retrying(bus: &Bus, stream: String, group: &str) -> u64 {
     for _ in 0..50 {
-        if let Ok(n) = bus.backlog(&stream, group).await {
+        if let Ok(n) = backlog(bus, &stream, group).await {
             return n;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -162,7 +151,7 @@ async fn settled(bus: &Bus) -> (bool, String) {
     for (stream, group) in
         [(keys.raw_stream(), "mart"), (keys.features_stream(), "model"), (keys.predictions_stream(), "mart")]
     {
-        backlogs.push(bus.backlog(&stream, group).await.unwrap_or(u64::MAX / 4));
+        backlogs.push(backlog(bus, &stream, group).await.unwrap_or(u64::MAX / 4));
     }
     let done = raw > 0
         && products.len() as u64 + rejected == raw
@@ -191,7 +180,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let input = big_input(dir.path());
     let model_dir = dir.path().join("model");
-    let model = unpack(&root().join("dist/model-lab5-1.0.0.zip"), &model_dir).unwrap();
+    let model = unpack(&root().join(DEFAULT_ARTIFACT_PATH), &model_dir).unwrap();
 
     // The reference: the same input, no faults, in-process.
     let reference = RedisServer::start();
@@ -206,11 +195,19 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
         profile_interval: Duration::from_secs(1),
         trim_acknowledged: false,
     };
-    let ops = Ops::default();
+    let ops = MartMetrics::default();
     service::drain(&reference_bus, &config, &ops).await.unwrap();
-    score_stream(&reference_bus, &model, &ops, "ref", ConsumerOptions::default(), &Shutdown::default(), true)
-        .await
-        .unwrap();
+    score_stream(
+        &reference_bus,
+        &model,
+        &ModelMetrics::default(),
+        "ref",
+        ConsumerOptions::default(),
+        &Shutdown::default(),
+        true,
+    )
+    .await
+    .unwrap();
     service::drain(&reference_bus, &config, &ops).await.unwrap();
     let expected = mart_state(&reference_bus).await;
     assert_eq!(expected.0.len(), REPEAT * 12_945);
@@ -237,7 +234,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     let (mut mart_kills_mid_run, mut model_kills_mid_run) = (0, 0);
     while mart_kills < KILLS_EACH {
         tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
-        if backlog(&bus, bus.keys().raw_stream(), "mart").await > 0 {
+        if backlog_retrying(&bus, bus.keys().raw_stream(), "mart").await > 0 {
             mart_kills_mid_run += 1;
         }
         mart.kill();
@@ -252,8 +249,8 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     while model_kills < KILLS_EACH {
         tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
         // Mid-run: the pipeline still has work (the model may have caught up with the mart for a moment).
-        let work = backlog(&bus, bus.keys().features_stream(), "model").await
-            + backlog(&bus, bus.keys().raw_stream(), "mart").await;
+        let work = backlog_retrying(&bus, bus.keys().features_stream(), "model").await
+            + backlog_retrying(&bus, bus.keys().raw_stream(), "mart").await;
         if work > 0 {
             model_kills_mid_run += 1;
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bus::{Bus, RedisArgs};
+use crate::{Bus, RedisArgs};
 
 /// A private redis-server.
 pub struct RedisServer {
@@ -117,27 +117,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// A minimal HTTP/1.1 client for tests: one request on a new connection,
-/// returns the status and the body.
-pub fn http_request(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    // A server may answer (413) before reading a large body and close: ignore the write error.
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
 /// Runs a binary with the given env (and nothing else inherited but PATH),
 /// returns its exit status and everything it printed.
 pub fn run_binary(binary: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
@@ -165,21 +144,4 @@ pub fn run_binary(binary: &Path, args: &[&str], env: &[(&str, &str)], timeout: D
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Every dead letter of the bus, as field → value maps, oldest first.
-pub async fn dead_letters(bus: &Bus) -> Vec<std::collections::BTreeMap<String, String>> {
-    let mut conn = bus.conn.clone();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(bus.keys().dead_letter_stream())
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .expect("read the dead-letter stream");
-    reply
-        .ids
-        .iter()
-        .map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect())
-        .collect()
 }

@@ -2,23 +2,25 @@
 
 use std::time::Duration;
 
-use lab8_protocol::bus::{
-    add_new_products, commit, consume, read_stream, Bus, BusError, CommitTarget, ConsumerOptions, Entry, Outcome,
-    TableMode,
-};
-use lab8_protocol::service::Shutdown;
-use lab8_protocol::testing::{RedisOptions, RedisServer};
-use lab8_protocol::Keys;
+use lab8_bus::ingest::add_new_products;
+use lab8_bus::inspect::{backlog, dead_letters, entries_added, read_stream};
+use lab8_bus::maintenance::trim_acknowledged;
+use lab8_bus::testing::{RedisOptions, RedisServer};
+use lab8_bus::{commit, consume, Bus, BusError, CommitTarget, ConsumerOptions, Effects, Entry, TableWrite};
+use lab8_protocol::messages::Stage;
+use lab8_protocol::{Keys, Reason};
+use lab8_service::Shutdown;
 
-fn target(keys: &Keys, mode: TableMode) -> CommitTarget {
+/// A target writing everything: output, table, dead letters.
+fn target(keys: &Keys) -> CommitTarget {
     CommitTarget {
-        source_stream: keys.raw_stream(),
+        stream: keys.raw_stream(),
         group: "g".into(),
-        output_stream: keys.features_stream(),
-        table: keys.mart_products(),
-        mode,
+        stage: Stage::Mart,
         dead_letters: keys.dead_letter_stream(),
-        rejection_counts: keys.mart_rejections(),
+        rejections: keys.rejections(Stage::Mart),
+        output: Some(keys.features_stream()),
+        table: Some(keys.mart_products()),
     }
 }
 
@@ -49,33 +51,41 @@ async fn a_commit_takes_effect_once_even_when_redelivered() {
     let mut consumer = bus.consumer(keys.raw_stream(), "g", "c1", ConsumerOptions::default()).await.unwrap();
     let batch = consumer.next_batch(false).await.unwrap();
     assert_eq!(batch.len(), 10);
-    let outcomes: Vec<(String, Outcome)> = batch
+    let outcomes: Vec<Effects> = batch
         .iter()
         .enumerate()
         .map(|(i, e)| {
             let code = i.to_string();
-            let outcome = if i % 2 == 0 {
-                Outcome::Accepted { code: code.clone(), output: Some("{}".into()), table_value: Some("v".into()) }
+            if i % 2 == 0 {
+                Effects::accepted(&e.id, &code).with_table(TableWrite::Insert("v".into())).with_output("{}".into())
             } else {
-                Outcome::rejected(&code, "bad:thing", b"payload")
-            };
-            (e.id.clone(), outcome)
+                Effects::rejected(&e.id, &code, Reason::MacroSumExceeds100, b"payload")
+            }
         })
         .collect();
-    let first = commit(&mut conn, &target(&keys, TableMode::Unique), &outcomes).await.unwrap();
+    let first = commit(&mut conn, &target(&keys), &outcomes).await.unwrap();
     assert_eq!((first.applied, first.duplicates), (10, 0));
-    let again = commit(&mut conn, &target(&keys, TableMode::Unique), &outcomes).await.unwrap();
+    let again = commit(&mut conn, &target(&keys), &outcomes).await.unwrap();
     assert_eq!(again.applied, 0, "a redelivered batch must not apply twice");
     assert_eq!(xlen(&bus, &keys.features_stream()).await, 5);
     assert_eq!(xlen(&bus, &keys.dead_letter_stream()).await, 5);
-    let count: u64 =
-        redis::cmd("HGET").arg(keys.mart_rejections()).arg("bad:thing").query_async(&mut conn).await.unwrap();
+    let count: u64 = redis::cmd("HGET")
+        .arg(keys.rejections(Stage::Mart))
+        .arg("macro_sum_exceeds_100")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(count, 5);
-    assert_eq!(bus.backlog(&keys.raw_stream(), "g").await.unwrap(), 0);
+    let letters = dead_letters(&bus).await.unwrap();
+    assert_eq!(letters.len(), 5);
+    assert!(letters
+        .iter()
+        .all(|l| l["stage"] == "mart" && l["payload"] == "payload" && l["reason"] == "macro_sum_exceeds_100"));
+    assert_eq!(backlog(&bus, &keys.raw_stream(), "g").await.unwrap(), 0);
 }
 
 #[tokio::test]
-async fn unique_mode_turns_a_known_code_into_a_duplicate() {
+async fn an_insert_of_a_known_code_is_a_duplicate_and_sends_nothing() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
@@ -95,13 +105,22 @@ async fn unique_mode_turns_a_known_code_into_a_duplicate() {
     let outcomes: Vec<_> = batch
         .iter()
         .map(|e| {
-            (e.id.clone(), Outcome::Accepted { code: "same".into(), output: None, table_value: Some(e.id.clone()) })
+            Effects::accepted(&e.id, "same").with_table(TableWrite::Insert(e.id.clone())).with_output(e.id.clone())
         })
         .collect();
-    let committed = commit(&mut conn, &target(&keys, TableMode::Unique), &outcomes).await.unwrap();
+    let committed = commit(&mut conn, &target(&keys), &outcomes).await.unwrap();
     assert_eq!((committed.applied, committed.duplicates), (3, 2));
     let kept: String = redis::cmd("HGET").arg(keys.mart_products()).arg("same").query_async(&mut conn).await.unwrap();
     assert_eq!(kept, batch[0].id, "the first record of a code wins");
+    let sent = read_stream(&mut conn, &keys.features_stream()).await.unwrap();
+    assert_eq!(sent.len(), 1, "a duplicate sends no output");
+    let letters = dead_letters(&bus).await.unwrap();
+    let reasons: Vec<&str> = letters.iter().map(|l| l["reason"].as_str()).collect();
+    assert_eq!(reasons, ["duplicate_code", "duplicate_code"]);
+    assert_eq!(letters[0]["entry"], batch[1].id);
+    // Replace overwrites.
+    let replace = [Effects::accepted(&batch[2].id, "other").with_table(TableWrite::Replace("x".into()))];
+    assert_eq!(commit(&mut conn, &target(&keys), &replace).await.unwrap().applied, 0, "already acknowledged");
 }
 
 #[tokio::test]
@@ -173,7 +192,7 @@ async fn a_wrong_password_fails_fast_without_showing_it() {
 #[tokio::test]
 async fn an_unreachable_redis_fails_after_the_timeout_naming_the_setting() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut args = lab8_protocol::bus::RedisArgs::for_url(format!("redis://127.0.0.1:{port}"), "t:");
+    let mut args = lab8_bus::RedisArgs::for_url(format!("redis://127.0.0.1:{port}"), "t:");
     args.connect_timeout_secs = 1;
     let err = Bus::connect(&args).await.map(|_| ()).expect_err("unreachable");
     assert!(err.to_string().starts_with("REDIS_URL"), "{err}");
@@ -181,7 +200,6 @@ async fn an_unreachable_redis_fails_after_the_timeout_naming_the_setting() {
 
 #[tokio::test]
 async fn trimming_keeps_every_unacknowledged_entry() {
-    use lab8_protocol::bus::{entries_added, trim_acknowledged};
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
@@ -196,11 +214,8 @@ async fn trimming_keeps_every_unacknowledged_entry() {
     bus.ensure_group(&stream, "slow").await.unwrap();
     let first = consumer.next_batch(false).await.unwrap();
     let second = consumer.next_batch(false).await.unwrap();
-    let acked: Vec<(String, Outcome)> = first
-        .iter()
-        .map(|e| (e.id.clone(), Outcome::Accepted { code: e.id.clone(), output: None, table_value: None }))
-        .collect();
-    commit(&mut conn, &target(&keys, TableMode::Overwrite), &acked).await.unwrap();
+    let acked: Vec<Effects> = first.iter().map(|e| Effects::accepted(&e.id, &e.id)).collect();
+    commit(&mut conn, &target(&keys), &acked).await.unwrap();
     assert_eq!(
         trim_acknowledged(&mut conn, &stream, &["g", "slow"]).await.unwrap(),
         0,

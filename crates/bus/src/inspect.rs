@@ -1,0 +1,110 @@
+//! Read-only views of the bus for tests and tools (feature `testing`):
+//! services never need them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lab8_protocol::keys::PAYLOAD_FIELD;
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+
+use crate::connection::Bus;
+use crate::consumer::Entry;
+use crate::maintenance::{field, group_info, StreamId};
+
+/// Number of entries of `stream` not yet acknowledged by `group`
+/// (delivered-but-pending plus never delivered).
+///
+/// XINFO's `lag` alone is not trusted: Redis 7.0 does not restore a
+/// group's `entries-read` exactly when it replays its AOF, so after a
+/// restart `lag` can stay above zero for a group that has read everything.
+/// A group whose last delivered id is the stream's last id has nothing
+/// undelivered, whatever `lag` says.
+pub async fn backlog(bus: &Bus, stream: &str, group: &str) -> Result<u64, RedisError> {
+    let mut conn = bus.conn.clone();
+    let Some(fields) = group_info(&mut conn, stream, group).await? else {
+        return Ok(0);
+    };
+    let pending = field::<u64>(&fields, "pending")?.unwrap_or(0);
+    let last_delivered = StreamId::parse(&field::<String>(&fields, "last-delivered-id")?.unwrap_or_default());
+    let info: HashMap<String, redis::Value> =
+        redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(&mut conn).await?;
+    let last_generated = StreamId::parse(&field::<String>(&info, "last-generated-id")?.unwrap_or_default());
+    if last_delivered >= last_generated {
+        return Ok(pending);
+    }
+    let undelivered = match field::<u64>(&fields, "lag")? {
+        Some(lag) if lag > 0 => lag,
+        // Unknown: count what follows the last delivered entry, in pages.
+        _ => {
+            let mut count = 0u64;
+            let mut start = format!("({last_delivered}");
+            loop {
+                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(10_000)
+                    .query_async(&mut conn)
+                    .await?;
+                count += page.ids.len() as u64;
+                match page.ids.last() {
+                    Some(last) if page.ids.len() == 10_000 => start = format!("({}", last.id),
+                    _ => break count,
+                }
+            }
+        }
+    };
+    Ok(pending + undelivered)
+}
+
+/// How many entries were ever added to a stream (`entries-added`): unlike
+/// XLEN, trimming does not lower it, so reconciliation can count on it.
+pub async fn entries_added(conn: &mut ConnectionManager, stream: &str) -> Result<u64, RedisError> {
+    let info: HashMap<String, redis::Value> = redis::cmd("XINFO").arg("STREAM").arg(stream).query_async(conn).await?;
+    Ok(field::<u64>(&info, "entries-added")?.unwrap_or(0))
+}
+
+/// Every entry of a stream, read with XRANGE in pages (does not consume).
+pub async fn read_stream(conn: &mut ConnectionManager, stream: &str) -> Result<Vec<Entry>, RedisError> {
+    let mut out: Vec<Entry> = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let reply: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(stream).arg(&start).arg("+").arg("COUNT").arg(10_000).query_async(conn).await?;
+        let n = reply.ids.len();
+        out.extend(reply.ids.into_iter().map(|id| Entry { payload: id.get::<Vec<u8>>(PAYLOAD_FIELD), id: id.id }));
+        match out.last() {
+            Some(last) if n == 10_000 => start = format!("({}", last.id),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Every dead letter of the bus, as field → value maps, oldest first.
+pub async fn dead_letters(bus: &Bus) -> Result<Vec<BTreeMap<String, String>>, RedisError> {
+    let mut conn = bus.conn.clone();
+    let mut out = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(bus.keys().dead_letter_stream())
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await?;
+        let n = reply.ids.len();
+        out.extend(
+            reply
+                .ids
+                .iter()
+                .map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect()),
+        );
+        match reply.ids.last() {
+            Some(last) if n == 10_000 => start = format!("({}", last.id),
+            _ => return Ok(out),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! A small HTTP/1.1 client over hyper-util: init containers wait on
+//! `/readyz` with it, and tests talk to the services through it.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// A response: status and body as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// One request with a JSON body (empty for none).
+pub async fn request(method: &str, url: &str, body: Vec<u8>, timeout: Duration) -> Result<Response, ClientError> {
+    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ClientError(format!("{url}: {e}")))?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| ClientError(format!("{url}: {e}")))?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.map_err(|e| ClientError(format!("{url}: {e}")))?;
+        Ok(Response { status, body: String::from_utf8_lossy(&body.to_bytes()).into_owned() })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ClientError(format!("{url}: timed out after {timeout:?}")))?
+}
+
+/// A GET.
+pub async fn get(url: &str, timeout: Duration) -> Result<Response, ClientError> {
+    request("GET", url, Vec::new(), timeout).await
+}

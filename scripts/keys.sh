@@ -1,0 +1,17 @@
+# Generated from crates/protocol/src/keys.rs (LAB8_REGENERATE=1 cargo test -p lab8-protocol); do not edit.
+# shellcheck shell=bash disable=SC2034
+LAB8_RAW_STREAM='lab8:raw'
+LAB8_FEATURES_STREAM='lab8:features'
+LAB8_PREDICTIONS_STREAM='lab8:predictions'
+LAB8_DEAD_LETTER_STREAM='lab8:deadletter'
+LAB8_SEEN_CODES='lab8:source:seen'
+LAB8_MART_PRODUCTS='lab8:mart:products'
+LAB8_MART_ASSIGNMENTS='lab8:mart:assignments'
+LAB8_MART_CLUSTERS='lab8:mart:clusters'
+LAB8_SOURCE_REJECTIONS='lab8:source:rejections'
+LAB8_MART_REJECTIONS='lab8:mart:rejections'
+LAB8_MODEL_REJECTIONS='lab8:model:rejections'
+LAB8_MART_GROUP='mart'
+LAB8_MODEL_GROUP='model'
+LAB8_PAYLOAD_FIELD='p'
+LAB8_ARTIFACT='dist/model-lab5-1.0.0.zip'
