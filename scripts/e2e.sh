@@ -97,11 +97,21 @@ profiles_exact() { # cluster profile counts add up to the mart: nothing counted 
   [ "$total" -eq "$(R HLEN $LAB8_MART_PRODUCTS)" ]
 }
 wait_profiles() { for _ in $(seq 30); do profiles_exact && return 0; sleep 1; done; return 1; }
-dead_letters_unique() { # no raw entry rejected twice
-  local all unique
-  all=$(R XRANGE $LAB8_DEAD_LETTER_STREAM - + | awk 'prev == "entry" { print } { prev = $0 }' | sort)
-  unique=$(printf '%s\n' "$all" | sort -u | grep -c . || true)
-  [ "$(printf '%s\n' "$all" | grep -c . || true)" -eq "$unique" ]
+dead_letter_entries() { # the `entry` field of every dead letter, one a line; fails when Redis does
+  local letters; letters=$(R XRANGE "$LAB8_DEAD_LETTER_STREAM" - +) || return 1
+  awk 'prev == "entry" { print } { prev = $0 }' <<<"$letters"
+}
+dead_letters_unique() { # no raw entry rejected twice (and there are dead letters to compare)
+  local all; all=$(dead_letter_entries) || return 1
+  [ -n "$all" ] && [ "$(sort <<<"$all" | uniq -d | wc -l)" -eq 0 ]
+}
+reason_of_entry() { # reason_of_entry ID: the reason of the dead letter of stream entry ID
+  local letters; letters=$(R XRANGE "$LAB8_DEAD_LETTER_STREAM" - +) || return 1
+  awk -v id="$1" 'prev == "reason" { r = $0 } prev == "entry" && $0 == id { print r } { prev = $0 }' <<<"$letters"
+}
+images_all_at() { # images_all_at TAG: every container of the Deployments runs TAG (and there are some)
+  local images; images=$(k get deployments -o jsonpath='{..image}' | tr ' ' '\n') || return 1
+  [ -n "$images" ] && [ -z "$(grep -v ":$1\$" <<<"$images")" ]
 }
 log_has() { # log_has SELECTOR MESSAGE FIELD [SINCE]: some pod's log has a line with both
   # No grep -q in a pipeline: its early exit would SIGPIPE the writer and fail the pipeline (pipefail).
@@ -115,11 +125,13 @@ check "the source accepted the sample's 16,014 products" grep -q '"sent": 16014'
 # The assignment's manual test: records written with redis-cli inside the Redis pod.
 in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-1","name":"CLI bread","categories":"breads","nutrients":{"energy_100g":"1000","fat_100g":"3","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}' >/dev/null
 in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-2","name":"CLI jam","nutrients":{"energy_100g":"1050","fat_100g":"0.1","saturated-fat_100g":"0","carbohydrates_100g":"60","sugars_100g":"58","proteins_100g":"0.4","salt_100g":"0.02"}}' >/dev/null
-in_redis_pod XADD $LAB8_RAW_STREAM '*' p 'this is not JSON' >/dev/null
-in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-4","nutrients":{"fat_100g":"250"}}' >/dev/null
+malformed_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' p 'this is not JSON')
+out_of_range_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-4","name":"CLI absurd","nutrients":{"energy_100g":"1000","fat_100g":"250","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}')
+echo "redis-cli entries: malformed $malformed_id, out of range $out_of_range_id"
 check "every record reconciles: in the mart with a cluster, or a dead letter" wait_reconciled 16018 300
 check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-1)\" = 1 ] && [ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-2)\" = 1 ]"
-check "the malformed redis-cli record is a dead letter (malformed_json)" sh -c "redis-cli -h $(svc_ip lab8-redis) --raw XRANGE $LAB8_DEAD_LETTER_STREAM - + | grep -c '^malformed_json\$' >/dev/null"
+check "the malformed redis-cli record ($malformed_id) is a dead letter: malformed_json" test "$(reason_of_entry "$malformed_id")" = malformed_json
+check "the fat_100g=250 redis-cli record ($out_of_range_id) is a dead letter: out_of_range:fat_g" test "$(reason_of_entry "$out_of_range_id")" = out_of_range:fat_g
 check "the mart holds 12,945 sample products + 2" test "$(R HLEN $LAB8_MART_PRODUCTS)" -eq 12947
 check "the mart pod's log reports batches and rejections by reason" log_has app.kubernetes.io/component=mart "mart: raw batch cleaned" rejected_by_reason
 check "the mart pod's log reports the clusters assigned" log_has app.kubernetes.io/component=mart "mart: predictions stored" clusters_assigned
@@ -127,6 +139,25 @@ check "the model pod's log reports scored batches" log_has app.kubernetes.io/com
 check "cluster profiles add up to the mart" wait_profiles
 k logs -l app.kubernetes.io/component=mart --tail=5 >"$ARTIFACTS/mart-log-after-push.txt" 2>&1 || true
 k logs -l app.kubernetes.io/component=model --tail=5 >"$ARTIFACTS/model-log-after-push.txt" 2>&1 || true
+
+# The manual test of k8s/README.md, its `kubectl -n lab8 exec` commands run as written.
+readme_commands() {
+  python3 - "$LAB8_ROOT/k8s/README.md" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+block = text.split("## The manual test", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+    if command.startswith("kubectl -n lab8 exec"):
+        print(command)
+PY
+}
+mapfile -t manual < <(readme_commands)
+require "k8s/README.md has the two redis-cli commands of the manual test" test "${#manual[@]}" -eq 2
+PATH="$CLUSTER_BIN:$PATH" bash -c "${manual[0]}" | tee "$ARTIFACTS/readme-xadd.txt"
+check "the README's XADD (demo-2) reconciles" wait_reconciled 16019 120
+PATH="$CLUSTER_BIN:$PATH" bash -c "${manual[1]}" | tee "$ARTIFACTS/readme-mart.txt"
+check "the README's last command shows demo-2's cluster and the rejections" \
+  sh -c "grep -c '\"cluster\":' $ARTIFACTS/readme-mart.txt | grep -qx 1 && grep -q '^missing_required:' $ARTIFACTS/readme-mart.txt"
 
 stage "4 POST /predict through the Service"
 answer=$(curl -fs -X POST -H 'content-type: application/json' --data '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' "$PREDICT_URL")
@@ -145,23 +176,69 @@ sleep 3
 KUBECTL="$CLUSTER_BIN/kubectl" NAMESPACE=$NS scripts/rollout.sh "$NEW_TAG" | tee "$ARTIFACTS/rollout.txt"
 sleep 3; touch "$ARTIFACTS/stop"; wait "$load_pid"
 cat "$ARTIFACTS/load-rollout.json"; echo
-check "every container of the Deployments now runs the new tag" sh -c "! $CLUSTER_BIN/kubectl -n $NS get deployments -o jsonpath='{..image}' | tr ' ' '\\n' | grep -v ':$NEW_TAG\$'"
+check "every container of the Deployments now runs the new tag" images_all_at "$NEW_TAG"
 check "0 failed requests during the rolling update" python3 -c "import json,sys; s=json.load(open('$ARTIFACTS/load-rollout.json')); sys.exit(s['ingest_failed'] + s['predict_failed'] != 0 or s['ingest_ok'] == 0)"
 sent=$(python3 -c "import json; print(json.load(open('$ARTIFACTS/load-rollout.json'))['records_sent'])")
 check "0 lost records: all $sent pushed during the update reconcile" wait_reconciled $((raw_before + sent)) 300
 
-stage "6 kill a mart and a model pod mid-batch"
+stage "6 kill a mart and a model pod while they hold unacknowledged entries"
+# The host PID of a pod's container (containerd runs on this host).
+pod_pid() {
+  local id; id=$(k get "$1" -o jsonpath='{.status.containerStatuses[0].containerID}')
+  ctr_k8s task ls | awk -v id="${id#containerd://}" '$1 == id { print $2 }'
+}
+held_by() { R XPENDING "$1" "$2" - + 100000 "$3" | awk 'NR % 4 == 1'; } # held_by STREAM GROUP CONSUMER: entry ids
+# freeze_holding POD STREAM GROUP: SIGSTOP the pod's process at a moment when
+# it holds delivered, unacknowledged entries (its batch in flight), so the kill
+# has something to lose; prints those ids.
+freeze_holding() {
+  local pid held; pid=$(pod_pid "$1"); [ -n "$pid" ] || return 1
+  for _ in $(seq 600); do
+    kill -STOP "$pid"
+    held=$(held_by "$2" "$3" "${1#pod/}")
+    [ -n "$held" ] && { echo "$held"; return 0; }
+    kill -CONT "$pid"; sleep "0.0$((RANDOM % 9 + 1))"
+  done
+  return 1
+}
+code_of() { R XRANGE "$1" "$2" "$2" | awk 'prev == "p" { print } { prev = $0 }' | sed -n 's/^{"code":"\([^"]*\)".*/\1/p'; }
 raw_before=$(raw_added)
 python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-kill.json" &
 push_pid=$!
-for _ in $(seq 100); do [ "$(raw_added)" -gt $((raw_before + 3000)) ] && break; sleep 0.1; done
-# What the victims hold at the moment they die (pending = delivered, not yet acknowledged).
-{ echo "raw/mart:"; R XPENDING $LAB8_RAW_STREAM mart; echo "features/model:"; R XPENDING $LAB8_FEATURES_STREAM model; } >"$ARTIFACTS/pending-at-kill.txt" 2>&1 || true
-k delete pod -l app.kubernetes.io/component=mart --grace-period=0 --force 2>&1 | tail -1
-k delete pod -l app.kubernetes.io/component=model --grace-period=0 --force 2>&1 | tail -1
+mart_pod=$(k get pods -l app.kubernetes.io/component=mart -o name | head -1)
+model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | head -1)
+# The model first: frozen, it stops draining features, while the mart keeps
+# cleaning the push and is caught with a raw batch in flight.
+model_held=$(freeze_holding "$model_pod" "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP") || true
+mart_held=$(freeze_holding "$mart_pod" "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP") || true
+# What the victims hold at the moment they die, with the codes of those entries.
+mart_codes=$(for id in $mart_held; do code_of "$LAB8_RAW_STREAM" "$id"; done)
+model_codes=$(for id in $model_held; do code_of "$LAB8_FEATURES_STREAM" "$id"; done)
+{ echo "commit: $(git rev-parse HEAD)"; echo "raw/mart held by ${mart_pod#pod/}: $(wc -w <<<"$mart_held") entries"
+  echo "features/model held by ${model_pod#pod/}: $(wc -w <<<"$model_held") entries"
+  echo "raw/mart:"; R XPENDING "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP"
+  echo "features/model:"; R XPENDING "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP"; } >"$ARTIFACTS/pending-at-kill.txt" 2>&1 || true
+cat "$ARTIFACTS/pending-at-kill.txt"
+require "the mart pod holds unacknowledged raw entries when killed" test -n "$mart_held"
+require "the model pod holds unacknowledged feature entries when killed" test -n "$model_held"
+k delete "$mart_pod" "$model_pod" --grace-period=0 --force 2>&1 | tail -1
 wait "$push_pid"; cat "$ARTIFACTS/push-kill.json"
-check "the pods came back" k rollout status deployment/lab8-model --timeout=300s
+check "the pods came back" sh -c "$CLUSTER_BIN/kubectl -n $NS rollout status deployment/lab8-mart --timeout=300s && $CLUSTER_BIN/kubectl -n $NS rollout status deployment/lab8-model --timeout=300s"
 check "nothing lost after the kills (dead consumer's entries reclaimed)" wait_reconciled $((raw_before + 16014)) 300
+# took_effect_once ID CODE: raw entry ID is in the mart as CODE or a dead letter, not both, not twice.
+took_effect_once() {
+  local in_mart letters; in_mart=$(R HEXISTS "$LAB8_MART_PRODUCTS" "$2"); letters=$(dead_letter_entries | grep -cxF "$1" || true)
+  [ $((in_mart + letters)) -eq 1 ]
+}
+every_held_entry_settled() { # every entry the dead pods held: acknowledged by someone else, effect once
+  local ids=($mart_held) codes=($mart_codes) i
+  [ ${#ids[@]} -gt 0 ] && [ ${#ids[@]} -eq ${#codes[@]} ] || return 1
+  [ -z "$(held_by "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP" "${mart_pod#pod/}")" ] || return 1
+  [ -z "$(held_by "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP" "${model_pod#pod/}")" ] || return 1
+  for i in "${!ids[@]}"; do took_effect_once "${ids[$i]}" "${codes[$i]}" || return 1; done
+  for code in $model_codes; do [ "$(R HEXISTS "$LAB8_MART_ASSIGNMENTS" "$code")" = 1 ] || return 1; done
+}
+check "the $(wc -w <<<"$mart_held") raw and $(wc -w <<<"$model_held") feature entries the dead pods held were taken over and took effect once" every_held_entry_settled
 check "nothing counted twice: profiles add up to the mart" wait_profiles
 check "nothing rejected twice" dead_letters_unique
 
@@ -181,6 +258,6 @@ for component in mart model; do
   done
   check "all 3 $component replicas acknowledged entries ($workers)" test "$workers" -eq 3
 done
-R XINFO CONSUMERS $LAB8_RAW_STREAM mart >"$ARTIFACTS/consumers-raw.txt" || true
+R XINFO CONSUMERS $LAB8_RAW_STREAM $LAB8_MART_GROUP >"$ARTIFACTS/consumers-raw.txt" || true
 k get pods,svc -o wide >"$ARTIFACTS/get-after-scale.txt"
 R HGETALL $LAB8_MART_CLUSTERS >"$ARTIFACTS/cluster-profiles.txt"

@@ -61,7 +61,7 @@ docker run -d --name "$RUN-mart" --network-alias lab8-mart "${common[@]}" \
   -e LISTEN_ADDR=0.0.0.0:8081 -e CONSUMER_NAME="$RUN-mart" "$PREFIX/mart:$TAG" >/dev/null
 # The init container's job, done by the model image itself.
 docker run --rm "${common[@]}" -v "$LAB8_ROOT/dist:/model-zip:ro" -v "$WORK/model:/opt/model" \
-  "$PREFIX/model:$TAG" unpack /model-zip/model-lab5-1.0.0.zip /opt/model
+  "$PREFIX/model:$TAG" unpack "/model-zip/${LAB8_ARTIFACT#dist/}" /opt/model
 docker run --rm "${common[@]}" "$PREFIX/model:$TAG" wait-ready --timeout-secs 60 http://lab8-mart:8081/readyz >/dev/null 2>&1
 docker run -d --name "$RUN-model" --network-alias lab8-model "${common[@]}" -v "$WORK/model:/opt/model:ro" \
   -e LISTEN_ADDR=0.0.0.0:8082 -e CONSUMER_NAME="$RUN-model" "$PREFIX/model:$TAG" serve >/dev/null
@@ -96,8 +96,9 @@ cat "$WORK/state"
 check "every raw record is in the mart with a cluster or a dead letter" reconciled
 # The bundled sample gives 12,945 valid products (see crates/mart/tests/pipeline.rs), plus the 2 valid HTTP ones.
 check "the mart holds the sample's 12,945 products plus 2" test "$(redis_cli HLEN $LAB8_MART_PRODUCTS)" -eq 12947
-check "the record without fat is a dead letter with its reason" \
-  sh -c "[ \"\$(docker exec $RUN-redis sh -c 'REDISCLI_AUTH=\$(cat /run/secrets/lab8-redis/password) redis-cli --raw HGET $LAB8_MART_REJECTIONS missing_required:fat_g')\" -eq 173 ]"
+# The reason of the dead letter whose code is $1 (fields: stage, reason, code, …).
+reason_of() { redis_cli XRANGE "$LAB8_DEAD_LETTER_STREAM" - + | awk -v code="$1" 'prev == "reason" { r = $0 } prev == "code" && $0 == code { print r } { prev = $0 }'; }
+check "the record without fat (it-0003) is a dead letter with its reason" test "$(reason_of it-0003)" = missing_required:fat_g
 sleep 6 # one profile refresh (PROFILE_INTERVAL_SECS=5)
 clusters=$(redis_cli HVALS $LAB8_MART_CLUSTERS | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
 check "cluster profiles add up to the mart ($clusters)" test "$clusters" -eq 12947
@@ -110,13 +111,14 @@ check "/predict answers with a cluster" grep -q '"cluster":[0-9]' <<<"$predict"
 check "/predict refuses malformed JSON with a 4xx" \
   sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{nope' http://$MODEL_IP:8082/predict)\" = 400 ]"
 
-docker logs "$RUN-mart" >"$WORK/mart.log" 2>&1; docker logs "$RUN-model" >"$WORK/model.log" 2>&1
-mkdir -p artifacts/images-test && cp "$WORK/mart.log" "$WORK/model.log" artifacts/images-test/
+for c in source mart model redis; do docker logs "$RUN-$c" >"$WORK/$c.log" 2>&1; done
+mkdir -p artifacts/images-test && cp "$WORK"/{source,mart,model,redis}.log artifacts/images-test/
 log_has() { grep -F "$2" "$1" | grep -F "\"$3\"" >/dev/null; } # log_has FILE MESSAGE FIELD: a JSON line with both
 check "the mart's log reports cleaned batches with rejections by reason" log_has "$WORK/mart.log" "mart: raw batch cleaned" rejected_by_reason
 check "the mart's log reports the clusters assigned" log_has "$WORK/mart.log" "mart: predictions stored" clusters_assigned
 check "the model's log reports scored batches" log_has "$WORK/model.log" "model: feature batch scored" clusters_assigned
-check "no log line shows the Redis password" sh -c "! grep -qF \"\$(cat $WORK/secret/password)\" $WORK/mart.log $WORK/model.log"
+check "no log line of any service or of Redis shows the Redis password" \
+  sh -c "test -s $WORK/redis.log && test -s $WORK/source.log && ! grep -qF \"\$(cat $WORK/secret/password)\" $WORK/source.log $WORK/mart.log $WORK/model.log $WORK/redis.log"
 
 log "SIGTERM: the services drain and exit 0"
 docker stop -t 30 "$RUN-mart" "$RUN-model" "$RUN-source" >/dev/null

@@ -3,9 +3,11 @@ against the Kubernetes 1.34 OpenAPI schemas, and enforce the policies."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import pathlib
+import re
 import subprocess
 
 import kubernetes_validate
@@ -85,19 +87,38 @@ def test_start_order_source_mart_model(minikube):
     assert model["initContainers"][-1]["args"] == ["wait-ready", "http://lab8-mart:8081/readyz"]
 
 
+def strings(node):
+    """Every string inside a manifest (values of ConfigMaps, args, env, …)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from strings(value)
+
+
 def test_redis_secret_persistence_and_memory(minikube):
     secret = find(minikube, "Secret", "lab8-redis-")
     assert set(secret["data"]) == {"password", "redis-auth.conf"}
     config = find(minikube, "ConfigMap", "lab8-redis-config-")["data"]["redis.conf"]
     assert "requirepass" not in config.replace("include /run/secrets/lab8-redis/redis-auth.conf", "")
-    assert "appendonly yes" in config and "maxmemory-policy noeviction" in config
+    lines = [l.strip() for l in config.splitlines()]
+    assert "appendonly yes" in lines and "appendfsync always" in lines and "maxmemory-policy noeviction" in lines
     maxmemory = policy.quantity(next(l.split()[1] for l in config.splitlines() if l.startswith("maxmemory ")).replace("mb", "Mi"))
     redis = find(minikube, "StatefulSet", "lab8-redis")
     limit = policy.quantity(policy.pod_spec(redis)["containers"][0]["resources"]["limits"]["memory"])
     assert maxmemory < 0.8 * limit
+    # The password is set in one place only: a `requirepass <password>` line in
+    # the Secret's redis-auth.conf, holding the Secret's own password; no other
+    # object carries a requirepass directive (a comment may name it).
+    auth = base64.b64decode(secret["data"]["redis-auth.conf"]).decode()
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert [l for l in auth.splitlines() if l.strip()] == [f"requirepass {password}"]
     for doc in minikube:
         if doc["kind"] != "Secret":
-            assert "requirepass " not in yaml.safe_dump(doc).replace("requirepass", "", 0) or doc["kind"] == "ConfigMap"
+            assert not any(re.search(r"(?m)^\s*requirepass\s+\S", text) for text in strings(doc)), doc["metadata"]["name"]
     assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
 
 

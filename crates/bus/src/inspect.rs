@@ -34,26 +34,8 @@ pub async fn backlog(bus: &Bus, stream: &str, group: &str) -> Result<u64, RedisE
     }
     let undelivered = match field::<u64>(&fields, "lag")? {
         Some(lag) if lag > 0 => lag,
-        // Unknown: count what follows the last delivered entry, in pages.
-        _ => {
-            let mut count = 0u64;
-            let mut start = format!("({last_delivered}");
-            loop {
-                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(stream)
-                    .arg(&start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(10_000)
-                    .query_async(&mut conn)
-                    .await?;
-                count += page.ids.len() as u64;
-                match page.ids.last() {
-                    Some(last) if page.ids.len() == 10_000 => start = format!("({}", last.id),
-                    _ => break count,
-                }
-            }
-        }
+        // Unknown: count what follows the last delivered entry.
+        _ => xrange_from(&mut conn, stream, &format!("({last_delivered}")).await?.len() as u64,
     };
     Ok(pending + undelivered)
 }
@@ -65,46 +47,36 @@ pub async fn entries_added(conn: &mut ConnectionManager, stream: &str) -> Result
     Ok(field::<u64>(&info, "entries-added")?.unwrap_or(0))
 }
 
-/// Every entry of a stream, read with XRANGE in pages (does not consume).
-pub async fn read_stream(conn: &mut ConnectionManager, stream: &str) -> Result<Vec<Entry>, RedisError> {
-    let mut out: Vec<Entry> = Vec::new();
-    let mut start = "-".to_string();
+/// The entries of `stream` from `start` (an XRANGE bound) to the end, read
+/// in pages so that no reply is huge.
+async fn xrange_from(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    start: &str,
+) -> Result<Vec<redis::streams::StreamId>, RedisError> {
+    const PAGE: usize = 10_000;
+    let mut out = Vec::new();
+    let mut start = start.to_string();
     loop {
         let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(stream).arg(&start).arg("+").arg("COUNT").arg(10_000).query_async(conn).await?;
-        let n = reply.ids.len();
-        out.extend(reply.ids.into_iter().map(|id| Entry { payload: id.get::<Vec<u8>>(PAYLOAD_FIELD), id: id.id }));
+            redis::cmd("XRANGE").arg(stream).arg(&start).arg("+").arg("COUNT").arg(PAGE).query_async(conn).await?;
+        let full = reply.ids.len() == PAGE;
+        out.extend(reply.ids);
         match out.last() {
-            Some(last) if n == 10_000 => start = format!("({}", last.id),
+            Some(last) if full => start = format!("({}", last.id),
             _ => return Ok(out),
         }
     }
 }
 
+/// Every entry of a stream (does not consume).
+pub async fn read_stream(conn: &mut ConnectionManager, stream: &str) -> Result<Vec<Entry>, RedisError> {
+    let ids = xrange_from(conn, stream, "-").await?;
+    Ok(ids.into_iter().map(|id| Entry { payload: id.get::<Vec<u8>>(PAYLOAD_FIELD), id: id.id }).collect())
+}
+
 /// Every dead letter of the bus, as field → value maps, oldest first.
 pub async fn dead_letters(bus: &Bus) -> Result<Vec<BTreeMap<String, String>>, RedisError> {
-    let mut conn = bus.conn.clone();
-    let mut out = Vec::new();
-    let mut start = "-".to_string();
-    loop {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(bus.keys().dead_letter_stream())
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await?;
-        let n = reply.ids.len();
-        out.extend(
-            reply
-                .ids
-                .iter()
-                .map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect()),
-        );
-        match reply.ids.last() {
-            Some(last) if n == 10_000 => start = format!("({}", last.id),
-            _ => return Ok(out),
-        }
-    }
+    let ids = xrange_from(&mut bus.conn.clone(), &bus.keys().dead_letter_stream(), "-").await?;
+    Ok(ids.iter().map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect()).collect())
 }

@@ -166,20 +166,8 @@ mod tests {
     use super::*;
 
     fn product(changes: &[(&str, &str)]) -> RawProduct {
-        let mut p = RawProduct { code: "1".into(), ..Default::default() };
-        for (k, v) in [
-            ("energy_100g", "1000"),
-            ("fat_100g", "3"),
-            ("saturated-fat_100g", "0.5"),
-            ("carbohydrates_100g", "45"),
-            ("sugars_100g", "3"),
-            ("fiber_100g", "7"),
-            ("proteins_100g", "9"),
-            ("salt_100g", "1.2"),
-        ]
-        .iter()
-        .chain(changes)
-        {
+        let mut p = RawProduct { code: "1".into(), nutrients: lab8_policy::testing::bread(), ..Default::default() };
+        for (k, v) in changes {
             p.nutrients.insert(k.to_string(), v.to_string());
         }
         p

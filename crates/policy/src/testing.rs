@@ -1,11 +1,29 @@
-//! Generators for property tests (feature `testing`): nutrients as found in
-//! the wild, plausible most of the time so that clean rows are common.
+//! Test support (feature `testing`): a valid product, and generators of
+//! nutrients as found in the wild, plausible most of the time so that clean
+//! rows are common.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
 use crate::input_columns;
+
+/// A plausible wholemeal bread.
+pub fn bread() -> BTreeMap<String, String> {
+    [
+        ("energy_100g", "1000"),
+        ("fat_100g", "3"),
+        ("saturated-fat_100g", "0.5"),
+        ("carbohydrates_100g", "45"),
+        ("sugars_100g", "3"),
+        ("fiber_100g", "7"),
+        ("proteins_100g", "9"),
+        ("salt_100g", "1.2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
 
 /// Nutrient text as found in the wild: mostly plausible numbers in
 /// several spellings, sometimes garbage.

@@ -1,21 +1,6 @@
 use super::*;
 
-/// A plausible wholemeal bread.
-fn bread() -> BTreeMap<String, String> {
-    [
-        ("energy_100g", "1000"),
-        ("fat_100g", "3"),
-        ("saturated-fat_100g", "0.5"),
-        ("carbohydrates_100g", "45"),
-        ("sugars_100g", "3"),
-        ("fiber_100g", "7"),
-        ("proteins_100g", "9"),
-        ("salt_100g", "1.2"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
+use crate::testing::bread;
 
 fn with(changes: &[(&str, Option<&str>)]) -> BTreeMap<String, String> {
     let mut p = bread();
