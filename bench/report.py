@@ -22,13 +22,20 @@ MARKER = "<!-- generated above, written by hand below -->"
 
 def load(path):
     values = collections.defaultdict(list)
+    by_run = {}
     units = {}
+    commits = set()
     for line in open(path):
         if line.strip():
             r = json.loads(line)
             values[(r["metric"], r["size"])].append(r["value"])
+            by_run[(r["metric"], r["size"], r["run"])] = r["value"]
             units[r["metric"]] = r["unit"]
-    return {k: statistics.median(v) for k, v in values.items()}, {k: len(v) for k, v in values.items()}, units
+            commits.add(r.get("commit", "unknown"))
+    if len(commits) != 1:
+        sys.exit(f"{path} mixes runs of several commits: {sorted(commits)}")
+    medians = {k: statistics.median(v) for k, v in values.items()}
+    return medians, {k: len(v) for k, v in values.items()}, units, by_run, commits.pop()
 
 
 def machine():
@@ -48,11 +55,16 @@ def fmt(v):
 
 
 def main():
-    med, runs, units = load(sys.argv[1])
+    med, runs, units, by_run, commit = load(sys.argv[1])
     docs = pathlib.Path(sys.argv[2])
     sizes = sorted({s for (_, s) in med if s})
     get = lambda m, s: med.get((m, s))
-    ratio = lambda a, b: (a / b) if a is not None and b else None
+
+    def ratio(a, b, s):
+        """Median over runs of a / b, each run divided by its own anchor."""
+        per_run = [by_run[(a, s, r)] / by_run[(b, s, r)] for (m, size, r) in by_run
+                   if m == a and size == s and by_run.get((b, s, r))]
+        return statistics.median(per_run) if per_run else None
 
     rows = [
         ("ingest: lab8-source load", "ingest_records_per_s", "records/s"),
@@ -60,8 +72,12 @@ def main():
         ("mart: lab8-mart --once (clean + features, via Redis)", "mart_clean_rows_per_s", "rows/s"),
         ("cleaning from the file: lab8 (Rust + Polars)", "lab8_clean_rows_per_s", "rows/s"),
         ("anchor: same rules in PySpark local[2]", "pyspark_clean_rows_per_s", "rows/s"),
-        ("training: lab8-model (linfa) fit, k = 4", "train_fit_seconds", "s"),
-        ("anchor: scikit-learn KMeans fit, k = 4", "sklearn_fit_seconds", "s"),
+        ("clean rows found: lab8 (must equal PySpark's)", "lab8_clean_rows", "rows"),
+        ("clean rows found: PySpark", "pyspark_clean_rows", "rows"),
+        ("training: linfa KMeans fit alone, k = 4", "train_fit_seconds", "s"),
+        ("anchor: scikit-learn KMeans fit alone, k = 4", "sklearn_fit_seconds", "s"),
+        ("scikit-learn iterations (best restart)", "sklearn_iterations", ""),
+        ("lab8-model train, whole command (scaling, fit, packing)", "train_seconds", "s"),
         ("agreement of assignments (ARI)", "kmeans_ari", ""),
         ("inertia lab8 / scikit-learn", None, ""),
         ("batch scoring: lab8-model serve --once", "score_rows_per_s", "rows/s"),
@@ -72,9 +88,13 @@ def main():
         ("peak RSS: model scoring", "rss_model_score_kb", "MiB"),
     ]
     out = ["# Benchmarks", "",
-           f"Measured by `make bench` (`scripts/bench.sh`) on {datetime.date.today().isoformat()}: {machine()}.",
-           "Every figure is the median of the runs given in brackets and is compared with its anchor measured in",
-           "the same run on the same machine. Sizes: 16,014 is the real bundled sample (17,072 rows with",
+           f"Measured by `make bench` (`scripts/bench.sh`) at commit `{commit}` on {datetime.date.today().isoformat()}: {machine()}.",
+           "Every figure is the median of the runs given in brackets; every ratio is the median over runs of the",
+           "figure divided by its anchor measured in the same run on the same machine (`docs/bench-results.jsonl`).",
+           "Cleaning: every row on both sides, both on 2 threads (Polars pool, Spark local[2]); the bench fails if",
+           "the two find different numbers of clean rows. KMeans: the fit alone on both sides, same matrix, k,",
+           "k-means++ init, 10 restarts, 300 iterations, and the same stopping rule (see `bench/sklearn_kmeans.py`).",
+           "Ingest counts the records sent to the stream. Sizes: 16,014 is the real bundled sample (17,072 rows with",
            "duplicates); larger sets are the sample resampled with ±2 % Gaussian noise on each nutrient",
            "(`bench/gen_data.py`, seed 42), keeping its share of missing and bad values.", "",
            "| figure | " + " | ".join(f"{s:,} rows" for s in sizes) + " |",
@@ -83,7 +103,7 @@ def main():
         cells = []
         for s in sizes:
             if metric is None:
-                v = ratio(get("lab8_inertia", s), get("sklearn_inertia", s))
+                v = ratio("lab8_inertia", "sklearn_inertia", s)
                 cells.append(fmt(v))
                 continue
             v = get(metric, s)
@@ -98,7 +118,7 @@ def main():
         ("lab8 cleaning / PySpark cleaning", "lab8_clean_rows_per_s", "pyspark_clean_rows_per_s", False),
         ("scikit-learn fit time / lab8 fit time", "sklearn_fit_seconds", "train_fit_seconds", False),
     ]:
-        out.append(f"| {label} | " + " | ".join(fmt(ratio(get(a, s), get(b, s))) + "×" for s in sizes) + " |")
+        out.append(f"| {label} | " + " | ".join(fmt(ratio(a, b, s)) + "×" for s in sizes) + " |")
     s0 = sizes[0]
     out += ["", "Serving (the real sample's model, loopback):", "",
             "| figure | value |", "|---|---|",

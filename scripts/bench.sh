@@ -32,8 +32,10 @@ start_redis "$RUN/redis"
 export RUST_LOG=warn
 RC=(redis-cli -p "$REDIS_PORT")
 
-record() { # record METRIC SIZE VALUE UNIT RUN [EXTRA_JSON]
-  printf '{"metric":"%s","size":%s,"value":%s,"unit":"%s","run":%s%s}\n' "$1" "$2" "$3" "$4" "$5" "${6:+,$6}" | tee -a "$RESULTS"
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+record() { # record METRIC SIZE VALUE UNIT RUN [EXTRA_JSON]: one figure of this run at COMMIT
+  [ -n "$3" ] || die "no value measured for $1 at size $2 (run $5)"
+  printf '{"metric":"%s","size":%s,"value":%s,"unit":"%s","run":%s,"commit":"%s"%s}\n' "$1" "$2" "$3" "$4" "$5" "$COMMIT" "${6:+,$6}" | tee -a "$RESULTS"
 }
 timed() { # timed OUTFILE CMD...: runs CMD, stdout to OUTFILE; prints "seconds max_rss_kb"
   local out=$1; shift
@@ -55,8 +57,9 @@ for size in $SIZES; do
     log "size $size, run $run/$runs"
     "${RC[@]}" FLUSHALL >/dev/null
     read -r secs rss < <(timed "$RUN/load.json" "$LAB8_BIN/lab8-source" load --quiet --json "${files[@]}")
-    read_count=$(tail -1 "$RUN/load.json" | field read)
-    record ingest_records_per_s "$size" "$(awk -v n="$read_count" -v s="$secs" 'BEGIN { print n / s }')" "records/s" "$run"
+    # Records sent to the stream (what XADD is compared with), not rows read.
+    sent_count=$(tail -1 "$RUN/load.json" | field sent)
+    record ingest_records_per_s "$size" "$(awk -v n="$sent_count" -v s="$secs" 'BEGIN { print n / s }')" "records/s" "$run"
     record rss_source_load_kb "$size" "$rss" KiB "$run"
     # The anchor: redis-benchmark's pipelined XADD of the same payload size on the same Redis.
     payload_bytes=$("${RC[@]}" --raw XRANGE $LAB8_RAW_STREAM - + COUNT 200 | awk 'length($0) > 20 { s += length($0); n++ } END { printf "%d", s / n }')
@@ -71,7 +74,7 @@ for size in $SIZES; do
     record mart_clean_rows_per_s "$size" "$(awk -v n="$raw" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
     record rss_mart_kb "$size" "$rss" KiB "$run"
     read -r secs rss < <(timed "$RUN/train.txt" "$LAB8_BIN/lab8-model" train --k 4 --output "$RUN/model.zip")
-    record train_fit_seconds "$size" "$(sed -n 's/^fit time: \([0-9.]*\) s/\1/p' "$RUN/train.txt")" s "$run"
+    record train_seconds "$size" "$secs" s "$run"
     record rss_train_kb "$size" "$rss" KiB "$run"
     "$LAB8_BIN/lab8-model" unpack "$RUN/model.zip" "$RUN/model" >/dev/null
     features=$("${RC[@]}" XLEN $LAB8_FEATURES_STREAM)
@@ -81,17 +84,26 @@ for size in $SIZES; do
     read -r secs rss < <(timed "$RUN/mart2.txt" "$LAB8_BIN/lab8-mart" --once --consumer-name bench)
     record mart_materialise_rows_per_s "$size" "$(awk -v n="$features" -v s="$secs" 'BEGIN { print n / s }')" "rows/s" "$run"
 
-    # Cleaning alone, from the file: lab8 (Rust, Polars) against PySpark local mode.
-    "$CARGO_TARGET_DIR/release/examples/bench_clean" "${files[@]}" >"$RUN/clean.json"
+    # Cleaning alone, from the file, every row on both sides (no dedup), both
+    # on the two cores: lab8 (Rust, Polars pool of 2) against PySpark local[2].
+    POLARS_MAX_THREADS=2 "$CARGO_TARGET_DIR/release/examples/bench_clean" "${files[@]}" >"$RUN/clean.json"
     record lab8_clean_rows_per_s "$size" "$(field total_rows_per_s <"$RUN/clean.json")" "rows/s" "$run"
     "$PY" bench/pyspark_clean.py "${files[@]}" 2>/dev/null | tail -1 >"$RUN/spark.json"
     record pyspark_clean_rows_per_s "$size" "$(field rows_per_s <"$RUN/spark.json")" "rows/s" "$run"
+    lab8_clean=$(field clean <"$RUN/clean.json"); spark_clean=$(field clean <"$RUN/spark.json")
+    record lab8_clean_rows "$size" "$lab8_clean" rows "$run" "\"of\":$(field rows <"$RUN/clean.json")"
+    record pyspark_clean_rows "$size" "$spark_clean" rows "$run" "\"of\":$(field rows <"$RUN/spark.json")"
+    [ "$lab8_clean" = "$spark_clean" ] || die "not the same work: lab8 finds $lab8_clean clean rows, PySpark $spark_clean (size $size)"
 
-    # Training: linfa against scikit-learn, same matrix, same k and settings.
+    # Training: the fit alone, linfa against scikit-learn, on the same matrix
+    # with the same k, init, restarts, iteration cap and stopping rule.
     "${RC[@]}" --raw HVALS $LAB8_MART_PRODUCTS >"$RUN/products.jsonl"
     (cd "$RUN" && rm -rf m && mkdir m && "$LAB8_BIN/lab8-model" unpack model.zip m >/dev/null)
-    "$PY" bench/sklearn_kmeans.py "$RUN/products.jsonl" "$RUN/m/model.json" >"$RUN/sk.json"
+    "$CARGO_TARGET_DIR/release/examples/bench_kmeans" "$RUN/products.jsonl" "$RUN/m/model.json" >"$RUN/lab8-fit.json"
+    OMP_NUM_THREADS=2 "$PY" bench/sklearn_kmeans.py "$RUN/products.jsonl" "$RUN/m/model.json" "$RUN/lab8-fit.json" >"$RUN/sk.json"
+    record train_fit_seconds "$size" "$(field lab8_seconds <"$RUN/sk.json")" s "$run"
     record sklearn_fit_seconds "$size" "$(field sklearn_seconds <"$RUN/sk.json")" s "$run"
+    record sklearn_iterations "$size" "$(field sklearn_iterations <"$RUN/sk.json")" "" "$run"
     record kmeans_ari "$size" "$(field ari <"$RUN/sk.json")" "ARI" "$run"
     record lab8_inertia "$size" "$(field lab8_inertia <"$RUN/sk.json")" "" "$run"
     record sklearn_inertia "$size" "$(field sklearn_inertia <"$RUN/sk.json")" "" "$run"
@@ -129,10 +141,14 @@ done
 for name in source:$spid mart:$mpid model:$opid; do
   record "rss_${name%%:*}_serving_kb" "$size" "$(awk '/VmHWM/ { print $2 }' "/proc/${name##*:}/status")" KiB 1
 done
+scripts/build-images.sh >/dev/null   # the images of this commit, measured below
 for image in source mart model redis; do
-  bytes=$(docker image inspect --format '{{.Size}}' "lab8/$image:1.0.0" 2>/dev/null || echo 0)
+  bytes=$(docker image inspect --format '{{.Size}}' "lab8/$image:1.0.0") || die "no image lab8/$image:1.0.0"
   record "image_${image}_mb" 0 "$(awk -v b="$bytes" 'BEGIN { print b / 1e6 }')" MB 1
 done
 
-"$PY" bench/report.py "$RESULTS" docs >/dev/null
-log "wrote docs/BENCHMARKS.md and docs/bench-*.png from $RESULTS"
+# One run at one commit: its raw figures, its tables and plots, nothing older.
+cp "$RESULTS" docs/bench-results.jsonl
+rm -f docs/bench-results-after.jsonl
+"$PY" bench/report.py docs/bench-results.jsonl docs >/dev/null
+log "wrote docs/BENCHMARKS.md, docs/bench-*.png and docs/bench-results.jsonl (commit $COMMIT)"

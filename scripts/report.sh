@@ -17,6 +17,7 @@ if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
   rm -rf "$OUT/e2e/logs" "$OUT/e2e/cluster-logs" "$OUT/e2e/stop"
 fi
 
+git rev-parse HEAD >"$OUT/commit.txt"
 ensure_redis
 build
 RUN=$(mktemp -d)
@@ -32,7 +33,7 @@ MODEL_DIR=$RUN/model "$LAB8_BIN/lab8-model" serve --once --consumer-name report 
 "$LAB8_BIN/lab8-mart" --once --consumer-name report >"$OUT/mart-profiles.txt"
 redis-cli -p "$REDIS_PORT" --raw HVALS $LAB8_MART_PRODUCTS >"$RUN/products.jsonl"
 redis-cli -p "$REDIS_PORT" --raw HVALS $LAB8_MART_ASSIGNMENTS >"$RUN/assignments.jsonl"
-redis-cli -p "$REDIS_PORT" --raw HGETALL $LAB8_MART_REJECTIONS | paste - - | sort -t"$(printf '\t')" -k2,2nr >"$OUT/rejections.tsv"
+redis-cli -p "$REDIS_PORT" --raw HGETALL "$LAB8_MART_REJECTIONS" | paste - - | sort -t"$(printf '\t')" -k2,2nr >"$OUT/rejections.tsv"
 "$PY" scripts/report_figures.py "$RUN/products.jsonl" "$RUN/assignments.jsonl" "$RUN/model/model.json" "$OUT" >"$OUT/figures.json"
 
 # Render: {{file PATH}} is replaced by the file's content (relative to docs/report).

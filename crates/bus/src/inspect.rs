@@ -78,5 +78,8 @@ pub async fn read_stream(conn: &mut ConnectionManager, stream: &str) -> Result<V
 /// Every dead letter of the bus, as field → value maps, oldest first.
 pub async fn dead_letters(bus: &Bus) -> Result<Vec<BTreeMap<String, String>>, RedisError> {
     let ids = xrange_from(&mut bus.conn.clone(), &bus.keys().dead_letter_stream(), "-").await?;
-    Ok(ids.iter().map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect()).collect())
+    Ok(ids
+        .iter()
+        .map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect())
+        .collect())
 }

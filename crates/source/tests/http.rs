@@ -61,3 +61,65 @@ async fn ingest_over_http_and_refuse_bad_bodies() {
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }
+
+/// A full Redis (maxmemory with `noeviction`, as in the cluster): the source
+/// answers 503 and keeps serving; every record it acknowledged is in the raw
+/// stream; once there is room, the same batch sent again goes in, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_is_a_503_the_client_can_retry_and_nothing_acknowledged_is_lost() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("full:").await;
+    let mut conn = bus.conn.clone();
+    let shutdown = Shutdown::default();
+    let app = router(Loader::new(&bus), Ops::default(), 4 * 1024 * 1024);
+    let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
+    let url = format!("http://{addr}/products");
+    let batch = |n: usize| {
+        let items: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"code":"b{n}-{i}","product_name":"{}","fat_100g":3}}"#, "x".repeat(400)))
+            .collect();
+        format!("[{}]", items.join(",")).into_bytes()
+    };
+    let used: u64 = {
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap();
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+    };
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query_async(&mut conn).await.unwrap();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used + 2_000_000).query_async(&mut conn).await.unwrap();
+
+    let mut acknowledged = 0u64;
+    let mut refused = None;
+    for n in 0..200 {
+        let response = client::request("POST", &url, batch(n), Duration::from_secs(10)).await.unwrap();
+        match response.status {
+            200 => {
+                acknowledged +=
+                    serde_json::from_str::<serde_json::Value>(&response.body).unwrap()["sent"].as_u64().unwrap()
+            }
+            503 => {
+                assert!(response.body.contains("retry"), "{}", response.body);
+                refused = Some(n);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", response.body),
+        }
+    }
+    let refused = refused.expect("Redis filled up and the source said so");
+    assert!(acknowledged > 0, "some batches went in before Redis was full");
+    assert_eq!(raw_count(&bus).await, acknowledged, "every acknowledged record is in the raw stream");
+    // Still serving: health answers while Redis is full.
+    let health = client::get(&format!("http://{addr}/healthz"), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(health.status, 200);
+    // Room again: the refused batch is retried and goes in once.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query_async(&mut conn).await.unwrap();
+    let retried = client::request("POST", &url, batch(refused), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let again = client::request("POST", &url, batch(refused), Duration::from_secs(10)).await.unwrap();
+    assert!(again.body.contains(r#""sent":0"#), "a retry adds nothing twice: {}", again.body);
+    let sent: u64 = serde_json::from_str::<serde_json::Value>(&retried.body).unwrap()["sent"].as_u64().unwrap();
+    assert_eq!(raw_count(&bus).await, acknowledged + sent);
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+}

@@ -39,6 +39,8 @@ fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "rows": rows, "clean": clean, "batch": batch,
+            "threads": std::env::var("POLARS_MAX_THREADS").ok().and_then(|t| t.parse::<usize>().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
             "read_seconds": read_seconds, "clean_seconds": clean_seconds,
             "read_rows_per_s": rows as f64 / read_seconds, "clean_rows_per_s": rows as f64 / clean_seconds,
             "total_rows_per_s": rows as f64 / (read_seconds + clean_seconds),
