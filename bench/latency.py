@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """latency.py SOURCE_URL REDIS_PORT RATE SECONDS: pushes products to the
 source's HTTP API at RATE records/s (batches of 20) for SECONDS, and measures,
-for each record, the time until the mart has its cluster (polling
-lab8:mart:assignments with redis-cli). Prints p50/p99 in ms and the achieved rate."""
+for each record, the time until the mart has its cluster (polling the mart's
+assignments hash, named by LAB8_MART_ASSIGNMENTS from scripts/keys.sh, with
+redis-cli). Prints p50/p99 in ms and the achieved rate."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -26,7 +28,7 @@ def main():
             with lock:
                 waiting = [c for c in sent_at if c not in seen_at][:2000]
             if waiting:
-                out = subprocess.run(["redis-cli", "-p", port, "--raw", "HMGET", "lab8:mart:assignments", *waiting],
+                out = subprocess.run(["redis-cli", "-p", port, "--raw", "HMGET", os.environ["LAB8_MART_ASSIGNMENTS"], *waiting],
                                      capture_output=True, text=True).stdout.split("\n")
                 now = time.perf_counter()
                 with lock:

@@ -16,6 +16,7 @@ PY=$BENCH_VENV/bin/python
 
 ensure_redis
 apt_install wrk time
+command -v java >/dev/null || apt_install default-jre-headless   # PySpark runs on the JVM
 build
 if ! "$PY" -c 'import pyspark, sklearn, matplotlib' 2>/dev/null; then
   log "bench venv (pyspark, scikit-learn, matplotlib)"
@@ -134,7 +135,7 @@ LISTEN_ADDR=127.0.0.1:$mport BLOCK_MS=100 PROFILE_INTERVAL_SECS=2 "$LAB8_BIN/lab
 MODEL_DIR=$RUN/dist-model LISTEN_ADDR=127.0.0.1:$oport BLOCK_MS=100 "$LAB8_BIN/lab8-model" serve & SERVICE_PIDS+=($!); opid=$!
 for p in $sport $mport $oport; do for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/readyz" >/dev/null && break; sleep 0.1; done; done
 for run in $(seq "$REPEATS"); do
-  "$PY" bench/latency.py "http://127.0.0.1:$sport/products" "$REDIS_PORT" 2000 15 >"$RUN/lat.json"
+  LAB8_MART_ASSIGNMENTS=$LAB8_MART_ASSIGNMENTS "$PY" bench/latency.py "http://127.0.0.1:$sport/products" "$REDIS_PORT" 2000 15 >"$RUN/lat.json"
   record e2e_p50_ms "$size" "$(field p50_ms <"$RUN/lat.json")" ms "$run" "\"rate\":$(field rate <"$RUN/lat.json")"
   record e2e_p99_ms "$size" "$(field p99_ms <"$RUN/lat.json")" ms "$run"
 done

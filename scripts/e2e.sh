@@ -125,10 +125,10 @@ echo "pushing the sample through $SOURCE_URL"
 python3 tests/e2e/push.py sample "$SOURCE_URL" | tee "$ARTIFACTS/push-sample.json"
 check "the source accepted the sample's 16,014 products" grep -q '"sent": 16014' "$ARTIFACTS/push-sample.json"
 # The assignment's manual test: records written with redis-cli inside the Redis pod.
-in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-1","name":"CLI bread","categories":"breads","nutrients":{"energy_100g":"1000","fat_100g":"3","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}' >/dev/null
-in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-2","name":"CLI jam","nutrients":{"energy_100g":"1050","fat_100g":"0.1","saturated-fat_100g":"0","carbohydrates_100g":"60","sugars_100g":"58","proteins_100g":"0.4","salt_100g":"0.02"}}' >/dev/null
-malformed_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' p 'this is not JSON')
-out_of_range_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' p '{"code":"cli-4","name":"CLI absurd","nutrients":{"energy_100g":"1000","fat_100g":"250","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}')
+in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" '{"code":"cli-1","name":"CLI bread","categories":"breads","nutrients":{"energy_100g":"1000","fat_100g":"3","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}' >/dev/null
+in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" '{"code":"cli-2","name":"CLI jam","nutrients":{"energy_100g":"1050","fat_100g":"0.1","saturated-fat_100g":"0","carbohydrates_100g":"60","sugars_100g":"58","proteins_100g":"0.4","salt_100g":"0.02"}}' >/dev/null
+malformed_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" 'this is not JSON')
+out_of_range_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" '{"code":"cli-4","name":"CLI absurd","nutrients":{"energy_100g":"1000","fat_100g":"250","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}')
 echo "redis-cli entries: malformed $malformed_id, out of range $out_of_range_id"
 check "every record reconciles: in the mart with a cluster, or a dead letter" wait_reconciled 16018 300
 check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-1)\" = 1 ] && [ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-2)\" = 1 ]"
@@ -203,7 +203,7 @@ freeze_holding() {
   done
   return 1
 }
-code_of() { R XRANGE "$1" "$2" "$2" | awk 'prev == "p" { print } { prev = $0 }' | sed -n 's/^{"code":"\([^"]*\)".*/\1/p'; }
+code_of() { R XRANGE "$1" "$2" "$2" | awk -v f="$LAB8_PAYLOAD_FIELD" 'prev == f { print } { prev = $0 }' | sed -n 's/^{"code":"\([^"]*\)".*/\1/p'; }
 raw_before=$(raw_added)
 python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-kill.json" &
 push_pid=$!

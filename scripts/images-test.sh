@@ -94,7 +94,7 @@ reconciled() {
 for _ in $(seq 120); do reconciled >"$WORK/state" && break; sleep 1; done
 cat "$WORK/state"
 check "every raw record is in the mart with a cluster or a dead letter" reconciled
-# The bundled sample gives 12,945 valid products (see crates/mart/tests/pipeline.rs), plus the 2 valid HTTP ones.
+# The bundled sample gives 12,945 valid products (see crates/system-tests/tests/faults.rs), plus the 2 valid HTTP ones.
 check "the mart holds the sample's 12,945 products plus 2" test "$(redis_cli HLEN $LAB8_MART_PRODUCTS)" -eq 12947
 # The reason of the dead letter whose code is $1 (fields: stage, reason, code, …).
 reason_of() { redis_cli XRANGE "$LAB8_DEAD_LETTER_STREAM" - + | awk -v code="$1" 'prev == "reason" { r = $0 } prev == "code" && $0 == code { print r } { prev = $0 }'; }

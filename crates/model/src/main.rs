@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train on the feature rows in Redis and write the artifact zip.
+    /// Train on the mart's product table in Redis and write the artifact zip.
     Train {
         #[command(flatten)]
         redis: RedisArgs,

@@ -129,7 +129,7 @@ impl Readiness {
 }
 
 /// The process's Prometheus registry. Each service registers its own typed
-/// metric families (see `lab8_mart::metrics`) and `/metrics` encodes it.
+/// metric families (see `lab8_mart::MartMetrics`) and `/metrics` encodes it.
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Mutex<Registry>>);
 
