@@ -71,7 +71,8 @@ svc_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 SOURCE_URL="http://$(svc_ip lab8-source):8080/products"
 PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
 export REDISCLI_AUTH; REDISCLI_AUTH=$(cat k8s/overlays/minikube/secrets/redis-password)
-R() { redis-cli -h "$(svc_ip lab8-redis)" --raw "$@"; }   # assertions from the host, through the Service
+REDIS_HOST=$(svc_ip lab8-redis)
+R() { redis-cli -h "$REDIS_HOST" --raw "$@"; }   # assertions from the host, through the Service
 in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
 raw_added() { R XINFO STREAM $LAB8_RAW_STREAM | redis_field entries-added; } # survives trimming
 rejected_total() { R HVALS $LAB8_MART_REJECTIONS | awk '{ s += $1 } END { print s + 0 }'; }
@@ -131,7 +132,7 @@ malformed_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" 'thi
 out_of_range_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" '{"code":"cli-4","name":"CLI absurd","nutrients":{"energy_100g":"1000","fat_100g":"250","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}')
 echo "redis-cli entries: malformed $malformed_id, out of range $out_of_range_id"
 check "every record reconciles: in the mart with a cluster, or a dead letter" wait_reconciled 16018 300
-check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-1)\" = 1 ] && [ \"\$(redis-cli -h $(svc_ip lab8-redis) HEXISTS $LAB8_MART_ASSIGNMENTS cli-2)\" = 1 ]"
+check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $REDIS_HOST HEXISTS $LAB8_MART_ASSIGNMENTS cli-1)\" = 1 ] && [ \"\$(redis-cli -h $REDIS_HOST HEXISTS $LAB8_MART_ASSIGNMENTS cli-2)\" = 1 ]"
 check "the malformed redis-cli record ($malformed_id) is a dead letter: malformed_json" test "$(reason_of_entry "$malformed_id")" = malformed_json
 check "the fat_100g=250 redis-cli record ($out_of_range_id) is a dead letter: out_of_range:fat_g" test "$(reason_of_entry "$out_of_range_id")" = out_of_range:fat_g
 check "the mart holds 12,945 sample products + 2" test "$(R HLEN $LAB8_MART_PRODUCTS)" -eq 12947
@@ -195,7 +196,7 @@ held_by() { R XPENDING "$1" "$2" - + 100000 "$3" | awk 'NR % 4 == 1'; } # held_b
 # has something to lose; prints those ids.
 freeze_holding() {
   local pid held; pid=$(pod_pid "$1"); [ -n "$pid" ] || return 1
-  for _ in $(seq 600); do
+  for _ in $(seq 150); do   # a few seconds at most: a frozen pod fails its liveness probe after ~20 s
     kill -STOP "$pid"
     held=$(held_by "$2" "$3" "${1#pod/}")
     [ -n "$held" ] && { echo "$held"; return 0; }
@@ -203,7 +204,11 @@ freeze_holding() {
   done
   return 1
 }
-code_of() { R XRANGE "$1" "$2" "$2" | awk -v f="$LAB8_PAYLOAD_FIELD" 'prev == f { print } { prev = $0 }' | sed -n 's/^{"code":"\([^"]*\)".*/\1/p'; }
+codes_of() { # codes_of STREAM ID...: the product code in each entry's payload, in order (one round trip)
+  local stream=$1; shift
+  for id in "$@"; do printf 'XRANGE %s %s %s\n' "$stream" "$id" "$id"; done | R \
+    | awk -v f="$LAB8_PAYLOAD_FIELD" 'prev == f { print } { prev = $0 }' | sed -n 's/^{"code":"\([^"]*\)".*/\1/p'
+}
 raw_before=$(raw_added)
 python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-kill.json" &
 push_pid=$!
@@ -213,23 +218,31 @@ model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | head -1)
 # cleaning the push and is caught with a raw batch in flight.
 model_held=$(freeze_holding "$model_pod" "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP") || true
 mart_held=$(freeze_holding "$mart_pod" "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP") || true
-# What the victims hold at the moment they die, with the codes of those entries.
-mart_codes=$(for id in $mart_held; do code_of "$LAB8_RAW_STREAM" "$id"; done)
-model_codes=$(for id in $model_held; do code_of "$LAB8_FEATURES_STREAM" "$id"; done)
-{ echo "commit: $(git rev-parse HEAD)"; echo "raw/mart held by ${mart_pod#pod/}: $(wc -w <<<"$mart_held") entries"
-  echo "features/model held by ${model_pod#pod/}: $(wc -w <<<"$model_held") entries"
+# The codes of what they hold (one round trip each: the freeze must stay far
+# shorter than the liveness probe, or the kubelet restarts the container).
+# shellcheck disable=SC2086 # one id a word
+mart_codes=$(codes_of "$LAB8_RAW_STREAM" $mart_held)
+# shellcheck disable=SC2086
+model_codes=$(codes_of "$LAB8_FEATURES_STREAM" $model_held)
+# Right before the kill: they still hold those entries.
+{ echo "commit: $(git rev-parse HEAD)"
+  echo "raw/mart held by ${mart_pod#pod/}: $(held_by "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP" "${mart_pod#pod/}" | wc -l) entries"
+  echo "features/model held by ${model_pod#pod/}: $(held_by "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP" "${model_pod#pod/}" | wc -l) entries"
   echo "raw/mart:"; R XPENDING "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP"
   echo "features/model:"; R XPENDING "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP"; } >"$ARTIFACTS/pending-at-kill.txt" 2>&1 || true
 cat "$ARTIFACTS/pending-at-kill.txt"
-require "the mart pod holds unacknowledged raw entries when killed" test -n "$mart_held"
-require "the model pod holds unacknowledged feature entries when killed" test -n "$model_held"
+require "the mart pod holds unacknowledged raw entries when killed" \
+  test "$(held_by "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP" "${mart_pod#pod/}" | wc -l)" -eq "$(wc -w <<<"$mart_held")" -a -n "$mart_held"
+require "the model pod holds unacknowledged feature entries when killed" \
+  test "$(held_by "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP" "${model_pod#pod/}" | wc -l)" -eq "$(wc -w <<<"$model_held")" -a -n "$model_held"
+require "the code of every held raw entry is known" test "$(wc -w <<<"$mart_codes")" -eq "$(wc -w <<<"$mart_held")"
 k delete "$mart_pod" "$model_pod" --grace-period=0 --force 2>&1 | tail -1
 wait "$push_pid"; cat "$ARTIFACTS/push-kill.json"
 check "the pods came back" sh -c "$CLUSTER_BIN/kubectl -n $NS rollout status deployment/lab8-mart --timeout=300s && $CLUSTER_BIN/kubectl -n $NS rollout status deployment/lab8-model --timeout=300s"
 check "nothing lost after the kills (dead consumer's entries reclaimed)" wait_reconciled $((raw_before + 16014)) 300
 # took_effect_once ID CODE: raw entry ID is in the mart as CODE or a dead letter, not both, not twice.
-took_effect_once() {
-  local in_mart letters; in_mart=$(R HEXISTS "$LAB8_MART_PRODUCTS" "$2"); letters=$(dead_letter_entries | grep -cxF "$1" || true)
+took_effect_once() { # uses $dead_entries, read once
+  local in_mart letters; in_mart=$(R HEXISTS "$LAB8_MART_PRODUCTS" "$2"); letters=$(grep -cxF "$1" <<<"$dead_entries" || true)
   [ $((in_mart + letters)) -eq 1 ]
 }
 every_held_entry_settled() { # every entry the dead pods held: acknowledged by someone else, effect once
@@ -237,6 +250,7 @@ every_held_entry_settled() { # every entry the dead pods held: acknowledged by s
   [ ${#ids[@]} -gt 0 ] && [ ${#ids[@]} -eq ${#codes[@]} ] || return 1
   [ -z "$(held_by "$LAB8_RAW_STREAM" "$LAB8_MART_GROUP" "${mart_pod#pod/}")" ] || return 1
   [ -z "$(held_by "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP" "${model_pod#pod/}")" ] || return 1
+  dead_entries=$(dead_letter_entries) || return 1
   for i in "${!ids[@]}"; do took_effect_once "${ids[$i]}" "${codes[$i]}" || return 1; done
   for code in $model_codes; do [ "$(R HEXISTS "$LAB8_MART_ASSIGNMENTS" "$code")" = 1 ] || return 1; done
 }
