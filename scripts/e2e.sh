@@ -12,7 +12,8 @@ cd "$LAB8_ROOT"
 ARTIFACTS=${ARTIFACTS:-$LAB8_ROOT/artifacts/e2e}
 rm -rf "$ARTIFACTS"; mkdir -p "$ARTIFACTS/logs"
 # The commit these captures describe (the report quotes them).
-{ git rev-parse HEAD; [ -z "$(git status --porcelain --untracked-files=no)" ] || echo "with uncommitted changes"; } >"$ARTIFACTS/commit.txt" 2>/dev/null || true
+# Changes under docs/ (a report run replaces its own captures) do not count.
+{ git rev-parse HEAD; git status --porcelain --untracked-files=no -- . ':!docs' | sed 's/^/uncommitted: /'; } >"$ARTIFACTS/commit.txt" 2>/dev/null || true
 NS=lab8
 OVERLAY=k8s/overlays/local
 timings=()
