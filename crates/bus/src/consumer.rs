@@ -159,10 +159,10 @@ pub async fn consume<E: std::fmt::Display>(
     let mut handled = 0;
     let mut backoff = Backoff::default();
     while !shutdown.is_triggered() {
-        let batch = tokio::select! {
-            batch = consumer.next_batch(!once) => batch,
-            _ = shutdown.wait() => break,
-        };
+        // Not cancelled by shutdown: whatever Redis hands this read is pending
+        // at this consumer from then on, so the read ends (within BLOCK_MS)
+        // and its batch is handled and acknowledged before the loop exits.
+        let batch = consumer.next_batch(!once).await;
         let batch = match batch {
             Ok(batch) => batch,
             Err(e) => {

@@ -233,3 +233,42 @@ async fn trimming_keeps_every_unacknowledged_entry() {
     assert_eq!(remaining[0].id, second[0].id);
     assert_eq!(entries_added(&mut conn, &stream).await.unwrap(), 100, "entries-added survives trimming");
 }
+
+/// SIGTERM while a blocking read waits: entries Redis hands to that read are
+/// pending at this consumer, so the read must finish and its batch be handled
+/// and acknowledged before the loop exits — not be dropped and left pending
+/// until another replica reclaims them.
+#[tokio::test]
+async fn shutdown_during_a_blocking_read_finishes_the_batch_it_was_given() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let keys = bus.keys().clone();
+    let options = ConsumerOptions { batch: 100, block: Duration::from_millis(1500), ..Default::default() };
+    let mut consumer = bus.consumer(keys.raw_stream(), "g", "c", options).await.unwrap();
+    let shutdown = Shutdown::default();
+    let writer = {
+        let (bus, keys, shutdown) = (bus.clone(), keys.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // The loop is blocked in XREADGROUP on the empty stream by now.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            shutdown.trigger();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let items: Vec<(String, String)> = (0..5).map(|i| (i.to_string(), "{}".to_string())).collect();
+            add_new_products(&mut bus.conn.clone(), &keys, &items).await.unwrap();
+        })
+    };
+    let mut handled_ids = Vec::new();
+    let handled = consume(&mut consumer, &shutdown, false, async |batch: &[Entry]| {
+        let effects: Vec<Effects> = batch.iter().map(|e| Effects::accepted(&e.id, &e.id)).collect();
+        commit(&mut bus.conn.clone(), &target(&keys), &effects).await.map(|_| handled_ids.extend(effects))
+    })
+    .await;
+    writer.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pending: (u64, Option<String>, Option<String>, redis::Value) =
+        redis::cmd("XPENDING").arg(keys.raw_stream()).arg("g").query_async(&mut bus.conn.clone()).await.unwrap();
+    assert_eq!(xlen(&bus, &keys.raw_stream()).await, 5, "the entries were written");
+    assert_eq!(pending.0, 0, "nothing left pending at the stopped consumer");
+    assert_eq!(handled, 5, "the batch in hand was handled before exiting");
+    drop(consumer);
+}
