@@ -41,7 +41,7 @@ def main():
     print(json.dumps({
         "rows": len(rows), "k": lab8["k"], "tol_sklearn": tol_sk, "threads": int(os.environ.get("OMP_NUM_THREADS", 0)),
         "sklearn_seconds": seconds, "sklearn_inertia": float(km.inertia_), "sklearn_iterations": int(km.n_iter_),
-        "lab8_seconds": lab8["fit_seconds"], "lab8_inertia": lab8["inertia"],
+        "lab8_seconds": lab8["fit_seconds"], "lab8_inertia": lab8["inertia"], "lab8_iterations": lab8["iterations"],
         "ari": float(adjusted_rand_score(ours, km.labels_)),
     }))
 

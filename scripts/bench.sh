@@ -105,6 +105,7 @@ for size in $SIZES; do
     record train_fit_seconds "$size" "$(field lab8_seconds <"$RUN/sk.json")" s "$run"
     record sklearn_fit_seconds "$size" "$(field sklearn_seconds <"$RUN/sk.json")" s "$run"
     record sklearn_iterations "$size" "$(field sklearn_iterations <"$RUN/sk.json")" "" "$run"
+    record lab8_iterations "$size" "$(field lab8_iterations <"$RUN/sk.json")" "" "$run"
     record kmeans_ari "$size" "$(field ari <"$RUN/sk.json")" "ARI" "$run"
     record lab8_inertia "$size" "$(field lab8_inertia <"$RUN/sk.json")" "" "$run"
     record sklearn_inertia "$size" "$(field sklearn_inertia <"$RUN/sk.json")" "" "$run"

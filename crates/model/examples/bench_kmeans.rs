@@ -2,7 +2,8 @@
 //! on the mart's products scaled by a model's own scaler, with that model's
 //! k, seed, restarts, iteration cap and tolerance — the same matrix and
 //! settings `bench/sklearn_kmeans.py` gives scikit-learn. Prints one JSON
-//! line: rows, k, tolerance, fit seconds, inertia and the centroids.
+//! line: rows, k, tolerance, fit seconds, inertia, the winning restart's
+//! iterations (found after the timed fit) and the centroids.
 //!
 //!   bench_kmeans PRODUCTS_JSONL MODEL_JSON
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lab8_model::artifact::{nearest, ModelArtifact};
-use lab8_model::train::{fit_standardised, KChoice, TrainOptions};
+use lab8_model::train::{fit_standardised, iterations_of, KChoice, TrainOptions};
 use lab8_protocol::messages::ProductRow;
 
 fn main() -> anyhow::Result<()> {
@@ -36,8 +37,11 @@ fn main() -> anyhow::Result<()> {
         ..TrainOptions::default()
     };
     let started = Instant::now();
-    let centroids = fit_standardised(&z, model.k, &options)?;
+    let (centroids, best_seed) = fit_standardised(&z, model.k, &options)?;
     let fit_seconds = started.elapsed().as_secs_f64();
+    // Outside the timer: linfa does not report iterations, so they are found
+    // by refitting the winning restart with caps.
+    let iterations = iterations_of(&z, model.k, &options, best_seed)?;
     let inertia: f64 = z.iter().map(|p| nearest(&centroids, p).1.powi(2)).sum();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(options.n_runs);
     println!(
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({
             "rows": rows.len(), "k": model.k, "n_runs": options.n_runs, "max_iterations": options.max_iterations,
             "tolerance": options.tolerance, "threads": threads, "fit_seconds": fit_seconds, "inertia": inertia,
+            "iterations": iterations, "best_seed": best_seed,
             "centroids": centroids,
         })
     );

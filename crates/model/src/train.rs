@@ -129,6 +129,11 @@ fn fit_once(z: &Array2<f64>, k: usize, options: &TrainOptions, seed: u64) -> Res
 /// restarts one after another on one core; scikit-learn parallelises its
 /// Lloyd iterations. The result does not depend on the number of cores.
 fn fit(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<Model, TrainError> {
+    fit_with_seed(z, k, options).map(|(model, _)| model)
+}
+
+/// [`fit`], and the seed of the restart that won.
+fn fit_with_seed(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<(Model, u64), TrainError> {
     let runs = options.n_runs.max(1);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(runs);
     let mut results: Vec<(usize, Result<Model, TrainError>)> = std::thread::scope(|scope| {
@@ -145,26 +150,53 @@ fn fit(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<Model, Train
         workers.into_iter().flat_map(|w| w.join().expect("a k-means worker panicked")).collect()
     });
     results.sort_by_key(|(run, _)| *run);
-    let mut best: Option<Model> = None;
-    for (_, result) in results {
+    let mut best: Option<(Model, u64)> = None;
+    for (run, result) in results {
         let model = result?;
-        if best.as_ref().is_none_or(|b| model.inertia() < b.inertia()) {
-            best = Some(model);
+        if best.as_ref().is_none_or(|(b, _)| model.inertia() < b.inertia()) {
+            best = Some((model, options.seed + run as u64));
         }
     }
     Ok(best.expect("at least one run"))
 }
 
-/// The KMeans fit alone on rows already standardised: its centroids. For
-/// benchmarks that time the fit without scaling, silhouettes or scoring.
+/// The KMeans fit alone on rows already standardised: its centroids and the
+/// seed of the winning restart. For benchmarks that time the fit without
+/// scaling, silhouettes or scoring.
 pub fn fit_standardised(
     z: &[[f64; N_FEATURES]],
     k: usize,
     options: &TrainOptions,
-) -> Result<Vec<[f64; N_FEATURES]>, TrainError> {
-    let z =
-        Array2::from_shape_vec((z.len(), N_FEATURES), z.iter().flatten().copied().collect()).expect("shape matches");
-    Ok(centroid_rows(&fit(&z, k, options)?))
+) -> Result<(Vec<[f64; N_FEATURES]>, u64), TrainError> {
+    let (model, seed) = fit_with_seed(&standardised_matrix(z), k, options)?;
+    Ok((centroid_rows(&model), seed))
+}
+
+/// Lloyd iterations linfa ran in the restart with `seed` (linfa does not
+/// report it): the least iteration cap whose result equals the uncapped one,
+/// found by bisection — a capped fit runs the same iterations, so its result
+/// is equal exactly from the converged count on.
+pub fn iterations_of(z: &[[f64; N_FEATURES]], k: usize, options: &TrainOptions, seed: u64) -> Result<u64, TrainError> {
+    let z = standardised_matrix(z);
+    let capped = |cap: u64| -> Result<Array2<f64>, TrainError> {
+        let options = TrainOptions { max_iterations: cap, ..options.clone() };
+        Ok(fit_once(&z, k, &options, seed)?.centroids().clone())
+    };
+    let converged = capped(options.max_iterations)?;
+    let (mut low, mut high) = (1, options.max_iterations);
+    while low < high {
+        let middle = (low + high) / 2;
+        if capped(middle)? == converged {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Ok(low)
+}
+
+fn standardised_matrix(z: &[[f64; N_FEATURES]]) -> Array2<f64> {
+    Array2::from_shape_vec((z.len(), N_FEATURES), z.iter().flatten().copied().collect()).expect("shape matches")
 }
 
 /// Trains on raw (unscaled) feature rows.
