@@ -69,27 +69,24 @@ impl Effects {
         self
     }
 
-    /// Appends this entry's arguments to the script call; the table write
+    /// Appends this entry's arguments to the script call, written straight
+    /// into its buffer (no intermediate String per argument); the table write
     /// comes first so that a refused insert stops the output.
-    fn encode(&self, target: &CommitTarget, args: &mut Vec<String>) {
-        let mut effects: Vec<[&str; 2]> = Vec::new();
-        match &self.table {
-            Some(TableWrite::Insert(v)) => effects.push(["insert", v]),
-            Some(TableWrite::Replace(v)) => effects.push(["replace", v]),
-            None => {}
-        }
-        if let Some(v) = &self.output {
-            effects.push(["output", v]);
-        }
+    fn encode(&self, target: &CommitTarget, invocation: &mut redis::ScriptInvocation<'_>) {
         assert!(self.table.is_none() || target.table.is_some(), "a table write needs CommitTarget::table");
         assert!(self.output.is_none() || target.output.is_some(), "an output needs CommitTarget::output");
-        let rejection = self.rejection.as_ref().map(|(r, p)| (r.wire_name(), p));
-        args.extend([self.id.clone(), self.code.clone(), (effects.len() + rejection.is_some() as usize).to_string()]);
-        for [kind, value] in effects {
-            args.extend([kind.to_string(), value.to_string()]);
+        let count = self.table.is_some() as usize + self.output.is_some() as usize + self.rejection.is_some() as usize;
+        invocation.arg(&self.id).arg(&self.code).arg(count);
+        match &self.table {
+            Some(TableWrite::Insert(v)) => invocation.arg("insert").arg(v),
+            Some(TableWrite::Replace(v)) => invocation.arg("replace").arg(v),
+            None => invocation,
+        };
+        if let Some(v) = &self.output {
+            invocation.arg("output").arg(v);
         }
-        if let Some((reason, payload)) = rejection {
-            args.extend(["reject".to_string(), reason, payload.clone()]);
+        if let Some((reason, payload)) = &self.rejection {
+            invocation.arg("reject").arg(reason.wire_name()).arg(payload);
         }
     }
 }
@@ -121,18 +118,16 @@ pub async fn commit(
         for key in target.output.iter().chain(&target.table) {
             invocation.key(key);
         }
-        let mut args = vec![
-            target.group.clone(),
-            target.stage.as_str().to_string(),
-            Reason::DuplicateCode.wire_name(),
-            (target.output.is_some() as u8).to_string(),
-            (target.table.is_some() as u8).to_string(),
-            PAYLOAD_FIELD.to_string(),
-        ];
+        invocation
+            .arg(&target.group)
+            .arg(target.stage.as_str())
+            .arg(Reason::DuplicateCode.wire_name())
+            .arg(target.output.is_some() as u8)
+            .arg(target.table.is_some() as u8)
+            .arg(PAYLOAD_FIELD);
         for entry in chunk {
-            entry.encode(target, &mut args);
+            entry.encode(target, &mut invocation);
         }
-        invocation.arg(args);
         let (applied, duplicates): (u64, u64) = invocation.invoke_async(conn).await?;
         total.applied += applied;
         total.duplicates += duplicates;
