@@ -1,6 +1,7 @@
 //! The atomic "acknowledge and apply" commit every consumer ends a batch
 //! with (`commit.lua`): each entry states its effects — a table write, an
-//! output message, a dead letter — and they happen once, with its XACK.
+//! output message, a dead letter, or an effect a stage defines in Lua — and
+//! they happen once, with its XACK.
 
 use std::sync::OnceLock;
 
@@ -24,9 +25,39 @@ pub struct CommitTarget {
     pub rejections: String,
     pub output: Option<String>,
     pub table: Option<String>,
+    /// JSON handed to the stage's own effects (`context` in the script).
+    pub context: String,
+    /// The script: [`CommitScript::standard`] or one with stage effects.
+    pub script: &'static CommitScript,
 }
 
-/// How an entry writes its value under its code.
+/// `commit.lua`, possibly with effects of a stage's own.
+#[derive(Debug)]
+pub struct CommitScript(redis::Script);
+
+impl CommitScript {
+    /// The script with the standard effects only.
+    pub fn standard() -> &'static CommitScript {
+        static STANDARD: OnceLock<CommitScript> = OnceLock::new();
+        STANDARD.get_or_init(|| CommitScript::with_effects(""))
+    }
+
+    /// The script with `stage_lua` added: it may define `effects.<kind> =
+    /// function(code, value) ... end` using `context`, `reject` and
+    /// [`VERSION_LUA`]'s `compare_versions` when prepended.
+    pub fn with_effects(stage_lua: &str) -> CommitScript {
+        let source = include_str!("commit.lua");
+        assert_eq!(source.matches(STAGE_EFFECTS).count(), 1, "commit.lua marks once where stage effects go");
+        CommitScript(redis::Script::new(&source.replace(STAGE_EFFECTS, stage_lua)))
+    }
+}
+
+const STAGE_EFFECTS: &str = "-- STAGE EFFECTS";
+
+/// The version rule (`compare_versions(new, old)`) for scripts.
+pub const VERSION_LUA: &str = include_str!("version.lua");
+
+/// How an entry writes its value under its code (the standard effects).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TableWrite {
     /// Only when the code is new; otherwise the entry becomes a
@@ -41,8 +72,8 @@ pub enum TableWrite {
 pub struct Effects {
     pub id: String,
     pub code: String,
-    pub table: Option<TableWrite>,
-    pub output: Option<String>,
+    /// Effects in the order they apply: a kind the script knows and its value.
+    pub effects: Vec<(&'static str, String)>,
     /// Reason and (cut) payload of a rejection.
     pub rejection: Option<(Reason, String)>,
 }
@@ -50,7 +81,7 @@ pub struct Effects {
 impl Effects {
     /// An accepted entry with no effect yet; add them with the builders.
     pub fn accepted(id: &str, code: &str) -> Self {
-        Self { id: id.to_string(), code: code.to_string(), table: None, output: None, rejection: None }
+        Self { id: id.to_string(), code: code.to_string(), effects: Vec::new(), rejection: None }
     }
 
     /// A rejected entry: a dead letter keeping at most
@@ -59,31 +90,37 @@ impl Effects {
         Self { rejection: Some((reason, DeadLetter::cut_payload(payload))), ..Self::accepted(id, code) }
     }
 
-    pub fn with_table(mut self, write: TableWrite) -> Self {
-        self.table = Some(write);
-        self
+    /// A table write; put it before the output so that a refused insert stops the output.
+    pub fn with_table(self, write: TableWrite) -> Self {
+        match write {
+            TableWrite::Insert(v) => self.with_effect("insert", v),
+            TableWrite::Replace(v) => self.with_effect("replace", v),
+        }
     }
 
-    pub fn with_output(mut self, payload: String) -> Self {
-        self.output = Some(payload);
+    pub fn with_output(self, payload: String) -> Self {
+        self.with_effect("output", payload)
+    }
+
+    /// An effect by kind: a standard one or one the target's script adds.
+    pub fn with_effect(mut self, kind: &'static str, value: String) -> Self {
+        self.effects.push((kind, value));
         self
     }
 
     /// Appends this entry's arguments to the script call, written straight
-    /// into its buffer (no intermediate String per argument); the table write
-    /// comes first so that a refused insert stops the output.
+    /// into its buffer (no intermediate String per argument).
     fn encode(&self, target: &CommitTarget, invocation: &mut redis::ScriptInvocation<'_>) {
-        assert!(self.table.is_none() || target.table.is_some(), "a table write needs CommitTarget::table");
-        assert!(self.output.is_none() || target.output.is_some(), "an output needs CommitTarget::output");
-        let count = self.table.is_some() as usize + self.output.is_some() as usize + self.rejection.is_some() as usize;
-        invocation.arg(&self.id).arg(&self.code).arg(count);
-        match &self.table {
-            Some(TableWrite::Insert(v)) => invocation.arg("insert").arg(v),
-            Some(TableWrite::Replace(v)) => invocation.arg("replace").arg(v),
-            None => invocation,
-        };
-        if let Some(v) = &self.output {
-            invocation.arg("output").arg(v);
+        for (kind, _) in &self.effects {
+            assert!(
+                !matches!(*kind, "insert" | "replace") || target.table.is_some(),
+                "a table write needs CommitTarget::table"
+            );
+            assert!(*kind != "output" || target.output.is_some(), "an output needs CommitTarget::output");
+        }
+        invocation.arg(&self.id).arg(&self.code).arg(self.effects.len() + self.rejection.is_some() as usize);
+        for (kind, value) in &self.effects {
+            invocation.arg(*kind).arg(value);
         }
         if let Some((reason, payload)) = &self.rejection {
             invocation.arg("reject").arg(reason.wire_name()).arg(payload);
@@ -96,8 +133,11 @@ impl Effects {
 pub struct Committed {
     /// Entries acknowledged by this commit (others were already acknowledged).
     pub applied: u64,
-    /// Inserts refused because the code was taken (now `duplicate_code` dead letters).
-    pub duplicates: u64,
+    /// Entries an effect turned into dead letters (an insert whose code was
+    /// taken becomes a `duplicate_code` one).
+    pub stopped: u64,
+    /// Entries an effect ignored (counted by the stage's script).
+    pub ignored: u64,
 }
 
 /// Entries per script call: Redis runs a script atomically, so keep each short.
@@ -109,11 +149,9 @@ pub async fn commit(
     target: &CommitTarget,
     entries: &[Effects],
 ) -> Result<Committed, RedisError> {
-    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    let script = SCRIPT.get_or_init(|| redis::Script::new(include_str!("commit.lua")));
     let mut total = Committed::default();
     for chunk in entries.chunks(CHUNK) {
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = target.script.0.prepare_invoke();
         invocation.key(&target.stream).key(&target.dead_letters).key(&target.rejections);
         for key in target.output.iter().chain(&target.table) {
             invocation.key(key);
@@ -124,13 +162,15 @@ pub async fn commit(
             .arg(Reason::DuplicateCode.wire_name())
             .arg(target.output.is_some() as u8)
             .arg(target.table.is_some() as u8)
-            .arg(PAYLOAD_FIELD);
+            .arg(PAYLOAD_FIELD)
+            .arg(&target.context);
         for entry in chunk {
             entry.encode(target, &mut invocation);
         }
-        let (applied, duplicates): (u64, u64) = invocation.invoke_async(conn).await?;
+        let (applied, stopped, ignored): (u64, u64, u64) = invocation.invoke_async(conn).await?;
         total.applied += applied;
-        total.duplicates += duplicates;
+        total.stopped += stopped;
+        total.ignored += ignored;
     }
     Ok(total)
 }

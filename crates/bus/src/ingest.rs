@@ -1,4 +1,5 @@
-//! The source's writes: new products (idempotent by code) and its dead letters.
+//! The source's writes: new or newer products (idempotent by code and
+//! version) and its dead letters.
 
 use std::sync::OnceLock;
 
@@ -8,25 +9,48 @@ use lab8_protocol::Keys;
 use redis::aio::ConnectionManager;
 use redis::RedisError;
 
-/// Sends `(code, RawProduct JSON)` pairs to the raw stream, skipping codes
-/// already sent; returns how many were new.
+/// A product ready to send: its code, version (`RawProduct::version`) and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedProduct {
+    pub code: String,
+    pub version: String,
+    pub payload: String,
+}
+
+/// What [`add_new_products`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Added {
+    /// New codes and newer versions, now on the raw stream.
+    pub sent: u64,
+    /// The version already sent: nothing to do.
+    pub unchanged: u64,
+    /// Older than the version already sent: ignored.
+    pub stale: u64,
+}
+
+/// Sends products to the raw stream unless the same or a newer version of
+/// their code was sent before.
 pub async fn add_new_products(
     conn: &mut ConnectionManager,
     keys: &Keys,
-    products: &[(String, String)],
-) -> Result<u64, RedisError> {
+    products: &[VersionedProduct],
+) -> Result<Added, RedisError> {
     static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    let script = SCRIPT.get_or_init(|| redis::Script::new(include_str!("ingest.lua")));
-    let mut sent = 0;
+    let script =
+        SCRIPT.get_or_init(|| redis::Script::new(&format!("{}\n{}", crate::VERSION_LUA, include_str!("ingest.lua"))));
+    let mut added = Added::default();
     for chunk in products.chunks(2000) {
         let mut invocation = script.prepare_invoke();
         invocation.key(keys.seen_codes()).key(keys.raw_stream()).arg(PAYLOAD_FIELD);
-        for (code, payload) in chunk {
-            invocation.arg(code).arg(payload);
+        for product in chunk {
+            invocation.arg(&product.code).arg(&product.version).arg(&product.payload);
         }
-        sent += invocation.invoke_async::<u64>(conn).await?;
+        let (sent, unchanged, stale): (u64, u64, u64) = invocation.invoke_async(conn).await?;
+        added.sent += sent;
+        added.unchanged += unchanged;
+        added.stale += stale;
     }
-    Ok(sent)
+    Ok(added)
 }
 
 /// Appends dead letters and counts them by reason, in one pipeline.

@@ -25,7 +25,7 @@ pub mod maintenance;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use commit::{commit, CommitTarget, Committed, Effects, TableWrite};
+pub use commit::{commit, CommitScript, CommitTarget, Committed, Effects, TableWrite, VERSION_LUA};
 pub use config::{redact_url, BusError, ConsumerArgs, RedisArgs};
 pub use connection::{Backoff, Bus};
 pub use consumer::{consume, ConsumerOptions, Entry, StreamConsumer};

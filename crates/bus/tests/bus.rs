@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
-use lab8_bus::ingest::add_new_products;
+use lab8_bus::ingest::{add_new_products, VersionedProduct};
 use lab8_bus::inspect::{backlog, dead_letters, entries_added, read_stream};
 use lab8_bus::maintenance::trim_acknowledged;
 use lab8_bus::testing::{RedisOptions, RedisServer};
-use lab8_bus::{commit, consume, Bus, BusError, CommitTarget, ConsumerOptions, Effects, Entry, TableWrite};
+use lab8_bus::{
+    commit, consume, Bus, BusError, CommitScript, CommitTarget, ConsumerOptions, Effects, Entry, TableWrite,
+};
 use lab8_protocol::messages::Stage;
+use lab8_protocol::version::{compare, version_of, VersionOrder, VERSION_CASES};
 use lab8_protocol::{Keys, Reason};
 use lab8_service::Shutdown;
 
@@ -21,6 +24,8 @@ fn target(keys: &Keys) -> CommitTarget {
         rejections: keys.rejections(Stage::Mart),
         output: Some(keys.features_stream()),
         table: Some(keys.mart_products()),
+        context: String::new(),
+        script: CommitScript::standard(),
     }
 }
 
@@ -33,11 +38,48 @@ async fn products_are_added_once_per_code() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let mut conn = bus.conn.clone();
-    let items: Vec<(String, String)> =
-        (0..5000).map(|i| (format!("{}", i % 3000), format!("{{\"code\":\"{i}\"}}"))).collect();
-    assert_eq!(add_new_products(&mut conn, bus.keys(), &items).await.unwrap(), 3000);
-    assert_eq!(add_new_products(&mut conn, bus.keys(), &items).await.unwrap(), 0);
+    // 5000 records of 3000 codes; a code's repeats carry the same content.
+    let items = products((0..5000).map(|i| (format!("{}", i % 3000), format!("{{\"code\":\"{}\"}}", i % 3000))));
+    let first = add_new_products(&mut conn, bus.keys(), &items).await.unwrap();
+    assert_eq!((first.sent, first.unchanged, first.stale), (3000, 2000, 0));
+    let again = add_new_products(&mut conn, bus.keys(), &items).await.unwrap();
+    assert_eq!((again.sent, again.unchanged), (0, 5000));
     assert_eq!(xlen(&bus, &bus.keys().raw_stream()).await, 3000);
+}
+
+/// The script's version rule is the protocol's: every shared case, in Redis.
+#[tokio::test]
+async fn newer_versions_are_sent_and_older_ones_ignored() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("t:").await;
+    let mut conn = bus.conn.clone();
+    for (i, (new, old, expected)) in VERSION_CASES.iter().enumerate() {
+        let code = format!("c{i}");
+        if let Some(old) = old {
+            let sent = add_new_products(&mut conn, bus.keys(), &[versioned(&code, old)]).await.unwrap();
+            assert_eq!(sent.sent, 1);
+        }
+        let added = add_new_products(&mut conn, bus.keys(), &[versioned(&code, new)]).await.unwrap();
+        let got = match (added.sent, added.unchanged, added.stale) {
+            (1, 0, 0) => VersionOrder::Newer,
+            (0, 1, 0) => VersionOrder::Same,
+            (0, 0, 1) => VersionOrder::Older,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, *expected, "{new} against {old:?}");
+        assert_eq!(compare(new, *old), *expected);
+    }
+}
+
+fn versioned(code: &str, version: &str) -> VersionedProduct {
+    VersionedProduct { code: code.into(), version: version.into(), payload: format!("{{\"code\":\"{code}\"}}") }
+}
+
+/// `(code, payload)` pairs as products versioned by their content.
+fn products(items: impl Iterator<Item = (String, String)>) -> Vec<VersionedProduct> {
+    items
+        .map(|(code, payload)| VersionedProduct { version: version_of(None, payload.as_bytes()), code, payload })
+        .collect()
 }
 
 #[tokio::test]
@@ -46,7 +88,7 @@ async fn a_commit_takes_effect_once_even_when_redelivered() {
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
     let mut conn = bus.conn.clone();
-    let items: Vec<(String, String)> = (0..10).map(|i| (i.to_string(), "{}".to_string())).collect();
+    let items = products((0..10).map(|i| (i.to_string(), "{}".to_string())));
     add_new_products(&mut conn, &keys, &items).await.unwrap();
     let mut consumer = bus.consumer(keys.raw_stream(), "g", "c1", ConsumerOptions::default()).await.unwrap();
     let batch = consumer.next_batch(false).await.unwrap();
@@ -64,7 +106,7 @@ async fn a_commit_takes_effect_once_even_when_redelivered() {
         })
         .collect();
     let first = commit(&mut conn, &target(&keys), &outcomes).await.unwrap();
-    assert_eq!((first.applied, first.duplicates), (10, 0));
+    assert_eq!((first.applied, first.stopped), (10, 0));
     let again = commit(&mut conn, &target(&keys), &outcomes).await.unwrap();
     assert_eq!(again.applied, 0, "a redelivered batch must not apply twice");
     assert_eq!(xlen(&bus, &keys.features_stream()).await, 5);
@@ -109,7 +151,7 @@ async fn an_insert_of_a_known_code_is_a_duplicate_and_sends_nothing() {
         })
         .collect();
     let committed = commit(&mut conn, &target(&keys), &outcomes).await.unwrap();
-    assert_eq!((committed.applied, committed.duplicates), (3, 2));
+    assert_eq!((committed.applied, committed.stopped), (3, 2));
     let kept: String = redis::cmd("HGET").arg(keys.mart_products()).arg("same").query_async(&mut conn).await.unwrap();
     assert_eq!(kept, batch[0].id, "the first record of a code wins");
     let sent = read_stream(&mut conn, &keys.features_stream()).await.unwrap();
@@ -129,7 +171,7 @@ async fn pending_entries_are_read_again_and_idle_ones_reclaimed() {
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
     let mut conn = bus.conn.clone();
-    let items: Vec<(String, String)> = (0..4).map(|i| (i.to_string(), "{}".to_string())).collect();
+    let items = products((0..4).map(|i| (i.to_string(), "{}".to_string())));
     add_new_products(&mut conn, &keys, &items).await.unwrap();
     let options =
         ConsumerOptions { batch: 10, block: Duration::from_millis(100), claim_idle: Duration::from_millis(200) };
@@ -153,7 +195,7 @@ async fn consume_drains_and_retries_a_failing_batch() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
-    let items: Vec<(String, String)> = (0..25).map(|i| (i.to_string(), "{}".to_string())).collect();
+    let items = products((0..25).map(|i| (i.to_string(), "{}".to_string())));
     add_new_products(&mut bus.conn.clone(), &keys, &items).await.unwrap();
     let options = ConsumerOptions { batch: 10, ..Default::default() };
     let mut consumer = bus.consumer(keys.raw_stream(), "g", "c", options).await.unwrap();
@@ -206,7 +248,7 @@ async fn trimming_keeps_every_unacknowledged_entry() {
     let mut conn = bus.conn.clone();
     let stream = keys.raw_stream();
     assert_eq!(trim_acknowledged(&mut conn, &stream, &["g"]).await.unwrap(), 0, "no stream yet");
-    let items: Vec<(String, String)> = (0..100).map(|i| (i.to_string(), "{}".to_string())).collect();
+    let items = products((0..100).map(|i| (i.to_string(), "{}".to_string())));
     add_new_products(&mut conn, &keys, &items).await.unwrap();
     let options = ConsumerOptions { batch: 30, ..Default::default() };
     let mut consumer = bus.consumer(stream.clone(), "g", "c", options).await.unwrap();
@@ -253,7 +295,7 @@ async fn shutdown_during_a_blocking_read_finishes_the_batch_it_was_given() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             shutdown.trigger();
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let items: Vec<(String, String)> = (0..5).map(|i| (i.to_string(), "{}".to_string())).collect();
+            let items = products((0..5).map(|i| (i.to_string(), "{}".to_string())));
             add_new_products(&mut bus.conn.clone(), &keys, &items).await.unwrap();
         })
     };

@@ -81,16 +81,10 @@ pub fn clean_batch(products: &[RawProduct]) -> Result<Vec<Verdict>, CleanError> 
         }
         let imputed =
             missing.iter().filter(|(_, m)| m.get(i).unwrap_or(false)).map(|(name, _)| name.to_string()).collect();
+        let version = product.version();
         verdicts.push(Verdict::Clean {
-            features: FeatureRow { code: product.code.clone(), x },
-            product: ProductRow {
-                code: product.code.clone(),
-                name: product.name.clone(),
-                categories: product.categories.clone(),
-                nutriscore: product.nutriscore.clone(),
-                x,
-                imputed,
-            },
+            features: FeatureRow { code: product.code.clone(), x, version: version.clone() },
+            product: ProductRow::new(product, version, x, imputed),
         });
     }
     Ok(verdicts)

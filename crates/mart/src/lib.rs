@@ -1,6 +1,7 @@
 //! lab8-mart: the data mart. Consumes raw products, cleans them with Polars,
 //! sends feature rows to the model, and materialises product → cluster and
-//! per-cluster profiles from the model's predictions.
+//! per-cluster profiles from the model's predictions: incrementally, one
+//! model at a time, with products replaced by newer versions.
 
 pub mod clean;
 pub mod materialise;
@@ -18,4 +19,6 @@ pub enum MartError {
     Polars(#[from] polars::prelude::PolarsError),
     #[error("corrupt mart table: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("inconsistent mart: {0}")]
+    Inconsistent(String),
 }

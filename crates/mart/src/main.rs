@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lab8_bus::{Bus, ConsumerArgs, ConsumerOptions, RedisArgs};
-use lab8_mart::materialise::render_profiles;
+use lab8_mart::materialise::{rebuild_all, render_profiles};
 use lab8_mart::{service, MartConfig, MartMetrics};
 use lab8_service::{ops_router, serve_http, Ops, RuntimeArgs, WaitReadyArgs};
 
@@ -39,14 +39,30 @@ struct Cli {
 enum Command {
     /// Wait until every URL answers 200 (init containers).
     WaitReady(WaitReadyArgs),
+    /// Recompute every live model's cluster aggregates from the product and
+    /// assignment tables and replace the incremental ones (repair: stop the
+    /// mart first); with --check, compare instead and exit 1 on a difference.
+    Rebuild {
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.runtime.init();
-    if let Some(Command::WaitReady(args)) = cli.command {
-        return args.run().await;
+    match cli.command {
+        Some(Command::WaitReady(args)) => return args.run().await,
+        Some(Command::Rebuild { check }) => {
+            let bus = Bus::connect(&cli.redis).await?;
+            let differences = rebuild_all(&bus, check).await?;
+            if !differences.is_empty() {
+                anyhow::bail!("incremental aggregates differ from a rebuild:\n{}", differences.join("\n"));
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let config = MartConfig {
         consumer: cli.consumer.name(),

@@ -2,19 +2,17 @@
 //! predictions → assignments → cluster profiles.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lab8_bus::maintenance::trim_acknowledged;
-use lab8_bus::{commit, consume, Bus, CommitTarget, ConsumerOptions, Effects, Entry, TableWrite};
+use lab8_bus::{commit, consume, Bus, CommitTarget, ConsumerOptions, Effects, Entry};
 use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
 use lab8_protocol::messages::{ClusterProfile, Prediction, RawProduct, Stage};
 use lab8_protocol::{Keys, Reason};
 use lab8_service::{label, CounterFamily, FloatGauge, GaugeFamily, Metrics, Ops, PlainCounter, Shutdown};
 
 use crate::clean::{clean_batch, Verdict};
-use crate::materialise::refresh_profiles;
+use crate::materialise::{current_profiles, publish_profiles, switch_model, MART_COMMIT};
 use crate::MartError;
 
 /// Mart settings.
@@ -23,7 +21,7 @@ pub struct MartConfig {
     /// Consumer name in the groups (the pod name in the cluster).
     pub consumer: String,
     pub consumer_options: ConsumerOptions,
-    /// Least time between two recomputations of the cluster profiles.
+    /// Time between two refreshes of the cluster profiles (and model switch checks).
     pub profile_interval: Duration,
     /// Trim stream entries every consumer group has acknowledged (long-running mode).
     pub trim_acknowledged: bool,
@@ -37,6 +35,20 @@ pub struct MartReport {
     pub profiles: Vec<ClusterProfile>,
     pub products: usize,
     pub assigned: usize,
+    /// The current model ('' when none).
+    pub model_version: String,
+}
+
+impl MartReport {
+    fn log_refresh(&self) {
+        tracing::info!(
+            products = self.products,
+            assigned = self.assigned,
+            clusters = self.profiles.len(),
+            model_version = %self.model_version,
+            "mart: cluster profiles refreshed"
+        );
+    }
 }
 
 /// What the mart exports on `/metrics`.
@@ -45,6 +57,8 @@ pub struct MartMetrics {
     raw_records: CounterFamily,
     rejected: CounterFamily,
     predictions: PlainCounter,
+    ignored_predictions: PlainCounter,
+    backfill: GaugeFamily,
     products: FloatGauge,
     assigned: FloatGauge,
     cluster_size: GaugeFamily,
@@ -58,6 +72,16 @@ impl MartMetrics {
         metrics.register("lab8_mart_raw_records", "Raw records processed by the mart", this.raw_records.clone());
         metrics.register("lab8_mart_rejected", "Raw records rejected by the mart, by reason", this.rejected.clone());
         metrics.register("lab8_mart_predictions", "Predictions stored in the mart", this.predictions.clone());
+        metrics.register(
+            "lab8_mart_ignored_predictions",
+            "Predictions ignored: content since replaced, or a retired model",
+            this.ignored_predictions.clone(),
+        );
+        metrics.register(
+            "lab8_mart_model_backfill",
+            "Products the newest model has assigned (state=assigned) and must reach (state=needed) before the mart switches to it",
+            this.backfill.clone(),
+        );
         metrics.register("lab8_mart_products", "Products in the mart", this.products.clone());
         metrics.register("lab8_mart_assigned_products", "Products in the mart with a cluster", this.assigned.clone());
         metrics.register("lab8_mart_cluster_size", "Products per cluster", this.cluster_size.clone());
@@ -74,7 +98,9 @@ fn raw_target(keys: &Keys) -> CommitTarget {
         dead_letters: keys.dead_letter_stream(),
         rejections: keys.rejections(Stage::Mart),
         output: Some(keys.features_stream()),
-        table: Some(keys.mart_products()),
+        table: None,
+        context: keys.script_context(),
+        script: &MART_COMMIT,
     }
 }
 
@@ -86,12 +112,16 @@ fn predictions_target(keys: &Keys) -> CommitTarget {
         dead_letters: keys.dead_letter_stream(),
         rejections: keys.rejections(Stage::Mart),
         output: None,
-        table: Some(keys.mart_assignments()),
+        table: None,
+        context: keys.script_context(),
+        script: &MART_COMMIT,
     }
 }
 
 /// Cleans one batch of raw entries and commits features, products and dead
-/// letters together with the acknowledgements.
+/// letters together with the acknowledgements. A product already in the
+/// table in the same version changes nothing, in an older one is ignored
+/// (both counted in `lab8:mart:ignored`), in a newer one replaces it.
 pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry]) -> Result<(), MartError> {
     let mut parsed: Vec<RawProduct> = Vec::with_capacity(entries.len());
     // Each entry is either a product to clean (its index in `parsed`) or
@@ -119,7 +149,7 @@ pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry
             Err(effects) => *effects,
             Ok(i) => match &verdicts[i] {
                 Verdict::Clean { features, product } => Effects::accepted(&entry.id, &product.code)
-                    .with_table(TableWrite::Insert(serde_json::to_string(product)?))
+                    .with_effect("upsert", serde_json::to_string(product)?)
                     .with_output(serde_json::to_string(features)?),
                 Verdict::Rejected { reason } => {
                     Effects::rejected(&entry.id, &parsed[i].code, *reason, entry.payload.as_deref().unwrap_or_default())
@@ -133,12 +163,10 @@ pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry
     }
     let mut conn = bus.conn.clone();
     let committed = commit(&mut conn, &raw_target(bus.keys()), &outcomes).await?;
-    if committed.duplicates > 0 {
-        *rejected.entry(Reason::DuplicateCode).or_default() += committed.duplicates;
-    }
     let rejected_total: u64 = rejected.values().sum();
-    let accepted = committed.applied.saturating_sub(rejected_total);
+    let accepted = committed.applied.saturating_sub(rejected_total + committed.ignored);
     metrics.raw_records.get_or_create(&label("outcome", "accepted")).inc_by(accepted);
+    metrics.raw_records.get_or_create(&label("outcome", "ignored")).inc_by(committed.ignored);
     for (reason, n) in &rejected {
         metrics.rejected.get_or_create(&label("reason", reason)).inc_by(*n);
     }
@@ -146,6 +174,7 @@ pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry
         batch = entries.len(),
         applied = committed.applied,
         accepted,
+        unchanged_or_stale = committed.ignored,
         rejected = rejected_total,
         rejected_by_reason = ?rejected,
         "mart: raw batch cleaned, feature rows sent to the model"
@@ -153,7 +182,8 @@ pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry
     Ok(())
 }
 
-/// Stores one batch of predictions as assignments.
+/// Stores one batch of predictions as assignments under their model, moving
+/// each product's contribution to the cluster aggregates in the same commit.
 pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry]) -> Result<(), MartError> {
     let mut clusters: BTreeMap<u32, u64> = BTreeMap::new();
     let mut outcomes = Vec::with_capacity(entries.len());
@@ -163,7 +193,7 @@ pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: 
             Ok(prediction) => {
                 *clusters.entry(prediction.cluster).or_default() += 1;
                 Effects::accepted(&entry.id, &prediction.code)
-                    .with_table(TableWrite::Replace(String::from_utf8_lossy(payload).into_owned()))
+                    .with_effect("assign", String::from_utf8_lossy(payload).into_owned())
             }
             Err(_) => Effects::rejected(&entry.id, "", Reason::MalformedPrediction, payload),
         };
@@ -171,27 +201,45 @@ pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: 
     }
     let mut conn = bus.conn.clone();
     let committed = commit(&mut conn, &predictions_target(bus.keys()), &outcomes).await?;
-    metrics.predictions.inc_by(committed.applied);
-    tracing::info!(batch = entries.len(), applied = committed.applied, clusters_assigned = ?clusters, "mart: predictions stored, products assigned to clusters");
+    metrics.predictions.inc_by(committed.applied - committed.ignored);
+    metrics.ignored_predictions.inc_by(committed.ignored);
+    tracing::info!(batch = entries.len(), applied = committed.applied, ignored = committed.ignored, clusters_assigned = ?clusters, "mart: predictions stored, products assigned to clusters");
     Ok(())
 }
 
+/// Moves to the newest model when it has caught up, then republishes the
+/// current model's profiles from its aggregates (O(k) reads).
 async fn refresh(bus: &Bus, metrics: &MartMetrics) -> Result<MartReport, MartError> {
     let mut conn = bus.conn.clone();
-    let (tables, profiles) = refresh_profiles(&mut conn, bus.keys()).await?;
+    let keys = bus.keys();
+    let switch = switch_model(&mut conn, keys).await?;
+    metrics.backfill.get_or_create(&label("state", "assigned")).set(switch.assigned as f64);
+    metrics.backfill.get_or_create(&label("state", "needed")).set(switch.needed as f64);
+    match switch.state.as_str() {
+        "switched" => {
+            tracing::info!(model_version = %switch.current, assigned = switch.assigned, "mart: switched to the newest model; older models retired")
+        }
+        "backfilling" => {
+            tracing::info!(current = %switch.current, assigned = switch.assigned, needed = switch.needed, "mart: newest model backfilling")
+        }
+        _ => {}
+    }
+    let profiles = current_profiles(&mut conn, keys).await?;
+    publish_profiles(&mut conn, keys, &profiles).await?;
+    let products: u64 = redis::cmd("HLEN").arg(keys.mart_products()).query_async(&mut conn).await?;
     let assigned = profiles.iter().map(|p| p.count as usize).sum();
-    metrics.products.set(tables.products.len() as f64);
+    metrics.products.set(products as f64);
     metrics.assigned.set(assigned as f64);
     for p in &profiles {
         metrics.cluster_size.get_or_create(&label("cluster", p.cluster)).set(p.count as f64);
     }
-    tracing::info!(
-        products = tables.products.len(),
+    Ok(MartReport {
+        products: products as usize,
         assigned,
-        clusters = profiles.len(),
-        "mart: cluster profiles refreshed"
-    );
-    Ok(MartReport { products: tables.products.len(), assigned, profiles, ..Default::default() })
+        profiles,
+        model_version: switch.current,
+        ..Default::default()
+    })
 }
 
 /// Trims what every consumer has acknowledged from the three data streams:
@@ -230,6 +278,7 @@ pub async fn drain(bus: &Bus, config: &MartConfig, metrics: &MartMetrics) -> Res
     })
     .await;
     let report = refresh(bus, metrics).await?;
+    report.log_refresh();
     Ok(MartReport { raw_entries, prediction_entries, ..report })
 }
 
@@ -243,7 +292,6 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
         .await?;
     ops.readiness.set(true);
     tracing::info!(consumer = %config.consumer, "mart consuming raw products and predictions");
-    let dirty = Arc::new(AtomicBool::new(true));
     let raw_loop = {
         let (bus, metrics, shutdown) = (bus.clone(), metrics.clone(), shutdown.clone());
         async move {
@@ -252,12 +300,10 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
         }
     };
     let prediction_loop = {
-        let (bus, metrics, shutdown, dirty) = (bus.clone(), metrics.clone(), shutdown.clone(), dirty.clone());
+        let (bus, metrics, shutdown) = (bus.clone(), metrics.clone(), shutdown.clone());
         async move {
             consume(&mut predictions, &shutdown, false, async |batch: &[Entry]| {
-                handle_prediction_batch(&bus, &metrics, batch).await?;
-                dirty.store(true, Ordering::SeqCst);
-                Ok::<_, MartError>(())
+                handle_prediction_batch(&bus, &metrics, batch).await
             })
             .await
         }
@@ -265,16 +311,23 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
     let refresher = {
         let (bus, shutdown) = (bus.clone(), shutdown.clone());
         async move {
+            // Logged when something changed, so the log is not a refresh every interval.
+            let mut shown: Option<(usize, usize, String)> = None;
             while !shutdown.is_triggered() {
                 tokio::select! {
                     _ = tokio::time::sleep(config.profile_interval) => {}
                     _ = shutdown.wait() => {}
                 }
-                if dirty.swap(false, Ordering::SeqCst) {
-                    if let Err(e) = refresh(&bus, &metrics).await {
-                        dirty.store(true, Ordering::SeqCst);
-                        tracing::warn!(error = %e, "profile refresh failed, will retry");
+                // O(k) reads: cheap enough to run every interval.
+                match refresh(&bus, &metrics).await {
+                    Ok(report) => {
+                        let now = Some((report.products, report.assigned, report.model_version.clone()));
+                        if now != shown {
+                            report.log_refresh();
+                            shown = now;
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "profile refresh failed, will retry"),
                 }
                 if config.trim_acknowledged {
                     trim(&bus, &metrics).await;

@@ -5,12 +5,16 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use lab8_protocol::messages::Prediction;
 use lab8_protocol::{FEATURES, N_FEATURES};
 use serde::{Deserialize, Serialize};
 
 /// Version of the artifact layout; a loader refuses others.
 pub const FORMAT_VERSION: u32 = 1;
-/// The model's version, also in the artifact's file name.
+/// The model's release, also in the artifact's file name. The model version
+/// is this plus a short hash of what the model computes with
+/// ([`ModelArtifact::content_version`]): two artifacts that score
+/// differently never share a version.
 pub const MODEL_VERSION: &str = "1.0.0";
 /// Where `lab8-model train` writes the artifact, from the repository root
 /// (the kustomize tree and the images take it from there).
@@ -110,6 +114,31 @@ impl ModelArtifact {
         nearest(&self.centroids, &self.scaler.transform(x))
     }
 
+    /// The prediction message for a product's features of `product_version`.
+    pub fn prediction(&self, code: &str, x: &[f64; N_FEATURES], product_version: &str) -> Prediction {
+        let (cluster, distance) = self.predict(x);
+        Prediction {
+            code: code.to_string(),
+            cluster,
+            distance,
+            model_version: self.model_version.clone(),
+            product_version: product_version.to_string(),
+        }
+    }
+
+    /// `<release>+<8 hex digits>`: the release and a hash of k, the scaler
+    /// and the centroids.
+    pub fn content_version(&self) -> String {
+        let content = serde_json::to_vec(&(&self.k, &self.scaler, &self.centroids)).expect("model content serialises");
+        format!("{MODEL_VERSION}+{:08x}", lab8_protocol::version::fnv1a(&content) as u32)
+    }
+
+    /// Sets [`ModelArtifact::model_version`] from the content.
+    pub fn with_content_version(mut self) -> Self {
+        self.model_version = self.content_version();
+        self
+    }
+
     /// Checks what a loader relies on.
     pub fn validate(&self) -> Result<(), String> {
         if self.format_version != FORMAT_VERSION {
@@ -130,6 +159,13 @@ impl ModelArtifact {
             || self.scaler.std.iter().any(|s| *s <= 0.0)
         {
             return Err("non-finite centroid or scaler value".into());
+        }
+        if self.model_version != self.content_version() {
+            return Err(format!(
+                "model_version {} does not identify its content ({}): the artifact was edited, retrain it",
+                self.model_version,
+                self.content_version()
+            ));
         }
         Ok(())
     }
@@ -239,6 +275,7 @@ mod tests {
                 tolerance: 1e-4,
             },
         }
+        .with_content_version()
     }
 
     #[test]
@@ -271,6 +308,12 @@ mod tests {
         std::fs::write(dir.path().join(MODEL_FILE), "{\"format_version\": 1}").unwrap();
         let err = ModelArtifact::load_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not a valid model"), "{err}");
+        let mut edited = tiny();
+        edited.centroids[0][0] = 0.5;
+        std::fs::write(dir.path().join(MODEL_FILE), edited.to_json()).unwrap();
+        let err = ModelArtifact::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("does not identify its content"), "{err}");
+        assert!(tiny().model_version.starts_with("1.0.0+"));
         let mut bad = tiny();
         bad.centroids.pop();
         std::fs::write(dir.path().join(MODEL_FILE), bad.to_json()).unwrap();

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lab8_bus::{Bus, ConsumerArgs, ConsumerOptions, RedisArgs};
 use lab8_model::artifact::{unpack, ModelArtifact, DEFAULT_ARTIFACT_PATH};
-use lab8_model::service::{router, score_stream, training_rows, ModelMetrics};
+use lab8_model::service::{backfill, backfill_loop, router, score_stream, training_rows, ModelMetrics};
 use lab8_model::train::{train, KChoice, TrainOptions};
 use lab8_service::{serve_http, Ops, RuntimeArgs, Shutdown, WaitReadyArgs};
 
@@ -54,9 +54,13 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
         max_body_bytes: usize,
-        /// Score what is in the stream, then exit (no HTTP).
+        /// Score what is in the stream (and one backfill pass), then exit (no HTTP).
         #[arg(long)]
         once: bool,
+        /// Seconds between two backfill passes (re-scoring the mart's
+        /// products while this model is newer than the mart's current one).
+        #[arg(long, env = "BACKFILL_INTERVAL_SECS", default_value_t = 10)]
+        backfill_interval_secs: u64,
     },
     /// Unpack a model zip into a directory (the init container's job).
     Unpack { zip: PathBuf, dir: PathBuf },
@@ -103,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             println!("artifact: {}", output.display());
             Ok(())
         }
-        Command::Serve { redis, consumer, model_dir, listen, max_body_bytes, once } => {
+        Command::Serve { redis, consumer, model_dir, listen, max_body_bytes, once, backfill_interval_secs } => {
             let model = Arc::new(ModelArtifact::load_dir(&model_dir)?);
             tracing::info!(model_version = %model.model_version, k = model.k, dir = %model_dir.display(), "model loaded");
             let bus = Bus::connect(&redis).await?;
@@ -113,7 +117,11 @@ async fn main() -> anyhow::Result<()> {
             if once {
                 let scored =
                     score_stream(&bus, &model, &metrics, &consumer.name(), options, &Shutdown::default(), true).await?;
-                println!("model: {scored} feature rows scored");
+                let backfilled = backfill(&bus, &model, &metrics).await?;
+                println!(
+                    "model {}: {scored} feature rows scored, {backfilled} products backfilled",
+                    model.model_version
+                );
                 return Ok(());
             }
             let shutdown = cli.runtime.shutdown();
@@ -125,8 +133,13 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("LISTEN_ADDR {listen}"))?;
             ops.readiness.set(true);
-            let scored = score_stream(&bus, &model, &metrics, &consumer.name(), options, &shutdown, false).await?;
-            tracing::info!(scored, "model stopped");
+            let interval = std::time::Duration::from_secs(backfill_interval_secs.max(1));
+            let consumer_name = consumer.name();
+            let (scored, ()) = tokio::join!(
+                score_stream(&bus, &model, &metrics, &consumer_name, options, &shutdown, false),
+                backfill_loop(&bus, &model, &metrics, interval, &shutdown)
+            );
+            tracing::info!(scored = scored?, "model stopped");
             server.await??;
             Ok(())
         }

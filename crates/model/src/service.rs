@@ -1,5 +1,6 @@
-//! Scoring: feature rows from the mart → predictions back to the mart, and
-//! the HTTP API (`POST /predict`, `GET /model`).
+//! Scoring: feature rows from the mart → predictions back to the mart, the
+//! backfill that re-scores the mart's products when this model is newer than
+//! the mart's current one, and the HTTP API (`POST /predict`, `GET /model`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,11 +10,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lab8_bus::maintenance::scan_hash;
-use lab8_bus::{commit, consume, Bus, CommitTarget, ConsumerOptions, Effects, Entry};
-use lab8_protocol::keys::MODEL_GROUP;
-use lab8_protocol::messages::{FeatureRow, Prediction, ProductRow, Stage};
+use lab8_bus::{commit, consume, Bus, CommitScript, CommitTarget, ConsumerOptions, Effects, Entry};
+use lab8_protocol::keys::{MODEL_GROUP, PAYLOAD_FIELD};
+use lab8_protocol::messages::{FeatureRow, ProductRow, Stage};
 use lab8_protocol::{Reason, N_FEATURES};
-use lab8_service::{label, ops_router, CounterFamily, HttpError, Metrics, Ops, PlainCounter, Shutdown};
+use lab8_service::{label, ops_router, CounterFamily, FloatGauge, HttpError, Metrics, Ops, PlainCounter, Shutdown};
 use redis::RedisError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,6 +26,8 @@ use crate::artifact::ModelArtifact;
 pub struct ModelMetrics {
     predictions: CounterFamily,
     http_predictions: PlainCounter,
+    backfill_scored: PlainCounter,
+    backfill_remaining: FloatGauge,
 }
 
 impl ModelMetrics {
@@ -32,6 +35,16 @@ impl ModelMetrics {
         let this = Self::default();
         metrics.register("lab8_model_predictions", "Feature rows scored, by cluster", this.predictions.clone());
         metrics.register("lab8_model_http_predictions", "POST /predict items scored", this.http_predictions.clone());
+        metrics.register(
+            "lab8_model_backfill_scored",
+            "Products of the mart re-scored by the backfill",
+            this.backfill_scored.clone(),
+        );
+        metrics.register(
+            "lab8_model_backfill_remaining",
+            "Products of the mart this model has yet to assign (0 when it is the mart's current model)",
+            this.backfill_remaining.clone(),
+        );
         this
     }
 }
@@ -46,6 +59,8 @@ fn target(bus: &Bus) -> CommitTarget {
         rejections: keys.rejections(Stage::Model),
         output: Some(keys.predictions_stream()),
         table: None,
+        context: String::new(),
+        script: CommitScript::standard(),
     }
 }
 
@@ -62,14 +77,8 @@ pub async fn handle_feature_batch(
         let payload = entry.payload.as_deref().unwrap_or_default();
         let effects = match serde_json::from_slice::<FeatureRow>(payload) {
             Ok(row) if row.x.iter().all(|v| v.is_finite()) => {
-                let (cluster, distance) = model.predict(&row.x);
-                *clusters.entry(cluster).or_default() += 1;
-                let prediction = Prediction {
-                    code: row.code.clone(),
-                    cluster,
-                    distance,
-                    model_version: model.model_version.clone(),
-                };
+                let prediction = model.prediction(&row.code, &row.x, &row.version);
+                *clusters.entry(prediction.cluster).or_default() += 1;
                 Effects::accepted(&entry.id, &row.code)
                     .with_output(serde_json::to_string(&prediction).expect("prediction serialises"))
             }
@@ -87,7 +96,8 @@ pub async fn handle_feature_batch(
     Ok(())
 }
 
-/// Consumes feature rows until shutdown (or until drained, with `once`).
+/// Announces the model, then consumes feature rows until shutdown (or until
+/// drained, with `once`).
 pub async fn score_stream(
     bus: &Bus,
     model: &ModelArtifact,
@@ -97,11 +107,121 @@ pub async fn score_stream(
     shutdown: &Shutdown,
     once: bool,
 ) -> Result<u64, RedisError> {
+    announce(bus, model).await?;
     let mut features = bus.consumer(bus.keys().features_stream(), MODEL_GROUP, consumer, options).await?;
     Ok(consume(&mut features, shutdown, once, async |batch: &[Entry]| {
         handle_feature_batch(bus, model, metrics, batch).await
     })
     .await)
+}
+
+/// Announces this model to the mart: the newest announced model is the one
+/// the mart moves to (after the backfill). Called when a scorer starts.
+pub async fn announce(bus: &Bus, model: &ModelArtifact) -> Result<(), RedisError> {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let mut conn = bus.conn.clone();
+    redis::cmd("ZADD").arg(bus.keys().models()).arg(now_ms as u64).arg(&model.model_version).exec_async(&mut conn).await
+}
+
+/// Products the backfill reads per page.
+const BACKFILL_PAGE: usize = 1000;
+
+/// One backfill pass: when the mart's current model is another one, scores
+/// every product of the mart this model has not assigned yet and sends the
+/// predictions to the mart (a crash loses nothing: the next pass scores
+/// what is still missing). One replica per model version works at a time
+/// (a lock with a lease). Returns the products scored.
+pub async fn backfill(bus: &Bus, model: &ModelArtifact, metrics: &ModelMetrics) -> Result<u64, RedisError> {
+    let keys = bus.keys();
+    let mut conn = bus.conn.clone();
+    let current: Option<String> = redis::cmd("GET").arg(keys.mart_current_model()).query_async(&mut conn).await?;
+    let Some(current) = current.filter(|c| *c != model.model_version) else {
+        metrics.backfill_remaining.set(0.0);
+        return Ok(0);
+    };
+    let assignments = keys.assignments_of(&model.model_version, Some(&current));
+    let lock = keys.backfill_lock(&model.model_version);
+    let lease_ms = 30_000;
+    let me = format!("{}:{}", std::process::id(), now_nanos());
+    let locked: Option<String> =
+        redis::cmd("SET").arg(&lock).arg(&me).arg("NX").arg("PX").arg(lease_ms).query_async(&mut conn).await?;
+    if locked.is_none() {
+        return Ok(0);
+    }
+    let products: u64 = redis::cmd("HLEN").arg(keys.mart_products()).query_async(&mut conn).await?;
+    let assigned: u64 = redis::cmd("HLEN").arg(&assignments).query_async(&mut conn).await?;
+    tracing::info!(model_version = %model.model_version, current = %current, products, assigned, "model: backfill started");
+    let (mut scored, mut seen, mut cursor) = (0u64, 0u64, 0u64);
+    loop {
+        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg(keys.mart_products())
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(BACKFILL_PAGE)
+            .query_async(&mut conn)
+            .await?;
+        if !page.is_empty() {
+            let codes: Vec<&str> = page.iter().map(|(code, _)| code.as_str()).collect();
+            let done: Vec<bool> = redis::cmd("HMGET")
+                .arg(&assignments)
+                .arg(&codes)
+                .query_async::<Vec<Option<String>>>(&mut conn)
+                .await?
+                .into_iter()
+                .map(|a| a.is_some())
+                .collect();
+            let mut pipe = redis::pipe();
+            for ((_, json), done) in page.iter().zip(done) {
+                if done {
+                    continue;
+                }
+                let Ok(row) = serde_json::from_str::<ProductRow>(json) else { continue };
+                let prediction = model.prediction(&row.code, &row.x, &row.version);
+                let payload = serde_json::to_string(&prediction).expect("prediction serialises");
+                pipe.xadd(keys.predictions_stream(), "*", &[(PAYLOAD_FIELD, payload)]).ignore();
+                scored += 1;
+            }
+            pipe.pexpire(&lock, lease_ms).ignore();
+            pipe.exec_async(&mut conn).await?;
+            seen += page.len() as u64;
+            metrics.backfill_remaining.set(products.saturating_sub(assigned + scored) as f64);
+            if seen % 50_000 < page.len() as u64 {
+                tracing::info!(model_version = %model.model_version, seen, products, scored, "model: backfill progress");
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    metrics.backfill_scored.inc_by(scored);
+    let _: () = redis::cmd("DEL").arg(&lock).query_async(&mut conn).await?;
+    tracing::info!(model_version = %model.model_version, products = seen, scored, "model: backfill pass done");
+    Ok(scored)
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+}
+
+/// Backfill passes every `interval` until shutdown (each is a no-op while
+/// this model is the mart's current one).
+pub async fn backfill_loop(
+    bus: &Bus,
+    model: &ModelArtifact,
+    metrics: &ModelMetrics,
+    interval: std::time::Duration,
+    shutdown: &Shutdown,
+) {
+    while !shutdown.is_triggered() {
+        if let Err(e) = backfill(bus, model, metrics).await {
+            tracing::warn!(error = %e, "backfill pass failed, will retry");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
 }
 
 /// The training matrix: the clean features of every product in the mart's

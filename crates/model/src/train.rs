@@ -257,7 +257,8 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
             max_iterations: options.max_iterations,
             tolerance: options.tolerance,
         },
-    };
+    }
+    .with_content_version();
     Ok(Trained { artifact, labels })
 }
 

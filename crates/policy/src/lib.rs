@@ -16,7 +16,7 @@
 //! | 6 | each value ≤ [`max_value`] (100 g; energy [`MAX_ENERGY_KJ`]) | `out_of_range:<feature>` |
 //! | 7 | fat + carbohydrates + proteins + fiber ≤ 100 g + [`MACRO_SUM_TOLERANCE_G`] | `macro_sum_exceeds_100` |
 //! | 8 | saturated fat ≤ fat, sugars ≤ carbohydrates (+ [`PART_TOLERANCE_G`]) | `saturated_fat_exceeds_fat`, `sugars_exceed_carbohydrates` |
-//! | 9 | one product per code: a later record with a known code is rejected (applied atomically in the mart's commit) | `duplicate_code` |
+//! | 9 | one product per code, its newest version (`last_modified_t`, else arrival order for other content; applied atomically in the mart's commit) | none: the same version is ignored as `unchanged`, an older one as `stale` (counted in `lab8:mart:ignored`) |
 
 use std::collections::BTreeMap;
 

@@ -50,7 +50,7 @@ impl Keys {
     pub fn dead_letter_stream(&self) -> String {
         self.key("deadletter")
     }
-    /// Set of product codes the source has already accepted (idempotent load).
+    /// Hash code → version the source has last sent (version-aware idempotent load).
     pub fn seen_codes(&self) -> String {
         self.key("source:seen")
     }
@@ -58,20 +58,76 @@ impl Keys {
     pub fn mart_products(&self) -> String {
         self.key("mart:products")
     }
-    /// Hash code → `Prediction` JSON: the cluster of each product.
+    /// Hash code → `Prediction` JSON: the cluster of each product under the
+    /// current model. A model being backfilled writes to
+    /// [`Keys::model_key`]`(version, "assignments")` until the mart switches
+    /// to it; the switch renames that table to this one.
     pub fn mart_assignments(&self) -> String {
         self.key("mart:assignments")
     }
-    /// Hash cluster id → `ClusterProfile` JSON, recomputed from the two tables above.
+    /// Hash cluster id → `ClusterProfile` JSON of the current model, refreshed
+    /// from its aggregates.
     pub fn mart_clusters(&self) -> String {
         self.key("mart:clusters")
+    }
+    /// String: the model version the mart's view shows.
+    pub fn mart_current_model(&self) -> String {
+        self.key("mart:current_model")
+    }
+    /// Hash reason → count of records the mart ignored without a dead letter
+    /// (`unchanged`, `stale`, `stale_prediction`, `retired_model`, …).
+    pub fn mart_ignored(&self) -> String {
+        self.key("mart:ignored")
+    }
+    /// Sorted set model version → when it last started (Unix ms): the newest
+    /// is the one the mart moves to.
+    pub fn models(&self) -> String {
+        self.key("models")
+    }
+    /// Prefix of every per-model key of the mart.
+    pub fn mart_model_prefix(&self) -> String {
+        self.key("mart:model:")
+    }
+    /// A per-model key: `assignments` (while backfilling), `clusters` (set of
+    /// cluster ids), `cluster:<id>` (hash count, s0.., q0..: sums and sums of
+    /// squares of the fixed-point features), `categories:<id>` (sorted set
+    /// tag → products).
+    pub fn model_key(&self, version: &str, part: &str) -> String {
+        format!("{}{version}:{part}", self.mart_model_prefix())
+    }
+    /// Where `version`'s assignments are, given the current model.
+    pub fn assignments_of(&self, version: &str, current: Option<&str>) -> String {
+        if current == Some(version) {
+            self.mart_assignments()
+        } else {
+            self.model_key(version, "assignments")
+        }
+    }
+    /// Lock held by the model replica backfilling `version`.
+    pub fn backfill_lock(&self, version: &str) -> String {
+        self.key(&format!("model:backfill:{version}"))
     }
     /// Hash reason → count of the records `stage` rejected (`lab8:mart:rejections`).
     pub fn rejections(&self, stage: Stage) -> String {
         self.key(&format!("{}:rejections", stage.as_str()))
     }
 
-    /// Every key this prefix owns (for cleanup in tests and tools).
+    /// The names the commit scripts derive keys from, as a JSON object (the
+    /// scripts get them as an argument rather than spelling them).
+    pub fn script_context(&self) -> String {
+        serde_json::json!({
+            "products": self.mart_products(),
+            "assignments": self.mart_assignments(),
+            "current": self.mart_current_model(),
+            "ignored": self.mart_ignored(),
+            "models": self.models(),
+            "model_prefix": self.mart_model_prefix(),
+        })
+        .to_string()
+    }
+
+    /// Every fixed key this prefix owns; per-model keys start with
+    /// [`Keys::mart_model_prefix`].
     pub fn all(&self) -> Vec<String> {
         vec![
             self.raw_stream(),
@@ -82,6 +138,9 @@ impl Keys {
             self.mart_products(),
             self.mart_assignments(),
             self.mart_clusters(),
+            self.mart_current_model(),
+            self.mart_ignored(),
+            self.models(),
             self.rejections(Stage::Source),
             self.rejections(Stage::Mart),
             self.rejections(Stage::Model),
@@ -101,6 +160,10 @@ impl Keys {
             ("LAB8_MART_PRODUCTS", self.mart_products()),
             ("LAB8_MART_ASSIGNMENTS", self.mart_assignments()),
             ("LAB8_MART_CLUSTERS", self.mart_clusters()),
+            ("LAB8_MART_CURRENT_MODEL", self.mart_current_model()),
+            ("LAB8_MART_IGNORED", self.mart_ignored()),
+            ("LAB8_MART_MODEL_PREFIX", self.mart_model_prefix()),
+            ("LAB8_MODELS", self.models()),
             ("LAB8_SOURCE_REJECTIONS", self.rejections(Stage::Source)),
             ("LAB8_MART_REJECTIONS", self.rejections(Stage::Mart)),
             ("LAB8_MODEL_REJECTIONS", self.rejections(Stage::Model)),

@@ -3,13 +3,14 @@
 //! The only place where a stream or key name is spelled ([`keys::Keys`]),
 //! where the messages on those streams are defined ([`messages`]), where the
 //! model's feature list lives ([`features`]) and where every rejection
-//! reason is named ([`reason::Reason`]). Depends on serde and nothing else,
+//! reason is named ([`reason::Reason`]). Depends on serde (and serde_json, for a record's canonical form) and nothing else,
 //! so anything may depend on it.
 
 pub mod features;
 pub mod keys;
 pub mod messages;
 pub mod reason;
+pub mod version;
 
 /// The model artifact's file name, as a literal for `concat!` (see [`ARTIFACT_FILE`]).
 #[macro_export]
@@ -26,3 +27,4 @@ pub const ARTIFACT_FILE: &str = artifact_file!();
 pub use features::{Feature, FEATURES, N_FEATURES};
 pub use keys::Keys;
 pub use reason::Reason;
+pub use version::VersionOrder;

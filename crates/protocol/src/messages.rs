@@ -23,6 +23,17 @@ pub struct RawProduct {
     /// Export column (`fat_100g`, `energy-kcal_100g`, …) → value as text.
     #[serde(default)]
     pub nutrients: BTreeMap<String, String>,
+    /// OpenFoodFacts' `last_modified_t` (Unix seconds), when the export has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<i64>,
+}
+
+impl RawProduct {
+    /// This record's version (see [`crate::version`]): its timestamp and a
+    /// hash of its canonical JSON (nutrients are a sorted map).
+    pub fn version(&self) -> String {
+        crate::version::version_of(self.last_modified, &serde_json::to_vec(self).expect("a product serialises"))
+    }
 }
 
 /// A cleaned product, ready for the model: features in [`crate::FEATURES`] order.
@@ -30,6 +41,10 @@ pub struct RawProduct {
 pub struct FeatureRow {
     pub code: String,
     pub x: [f64; N_FEATURES],
+    /// Version of the product these features come from; the prediction
+    /// carries it back so that a prediction of replaced content is ignored.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// The model's answer for one feature row.
@@ -40,6 +55,9 @@ pub struct Prediction {
     /// Euclidean distance to the centroid in standardised feature space.
     pub distance: f64,
     pub model_version: String,
+    /// [`FeatureRow::version`] of the scored features.
+    #[serde(default)]
+    pub product_version: String,
 }
 
 /// Where a rejected record was stopped.
@@ -123,6 +141,31 @@ pub struct ProductRow {
     /// Features whose value was imputed by the missing-value policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imputed: Vec<String>,
+    /// [`RawProduct::version`] of the record this row was cleaned from.
+    pub version: String,
+    /// Normalised category tags ([`crate::version::category_tags`]), what
+    /// the cluster profiles count.
+    pub tags: Vec<String>,
+    /// `x` in fixed point ([`crate::version::fixed_point`]), what the
+    /// aggregates add up; the commit script reads it.
+    pub fixed: [i64; N_FEATURES],
+}
+
+impl ProductRow {
+    /// A row from a raw record and its clean features.
+    pub fn new(raw: &RawProduct, version: String, x: [f64; N_FEATURES], imputed: Vec<String>) -> Self {
+        Self {
+            code: raw.code.clone(),
+            name: raw.name.clone(),
+            categories: raw.categories.clone(),
+            nutriscore: raw.nutriscore.clone(),
+            x,
+            imputed,
+            version,
+            tags: raw.categories.as_deref().map(crate::version::category_tags).unwrap_or_default(),
+            fixed: crate::version::fixed_point(&x),
+        }
+    }
 }
 
 /// Per-cluster profile materialised by the mart.
@@ -132,6 +175,9 @@ pub struct ClusterProfile {
     pub count: u64,
     /// Mean of each feature, in [`crate::FEATURES`] order.
     pub mean: [f64; N_FEATURES],
+    /// Standard deviation (population) of each feature.
+    #[serde(default)]
+    pub std: [f64; N_FEATURES],
     /// Most frequent categories with their product counts, most frequent first.
     pub top_categories: Vec<(String, u64)>,
     pub model_version: String,

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// What the ingest API exports.
 #[derive(Clone, Default)]
 pub struct SourceMetrics {
-    /// `lab8_source_records_total{outcome="sent"|"duplicate"}`
+    /// `lab8_source_records_total{outcome="sent"|"duplicate"|"stale"}`
     records: CounterFamily,
     /// `lab8_source_rejected_total{reason}`
     rejected: CounterFamily,
@@ -47,6 +47,7 @@ pub struct IngestResponse {
     pub received: u64,
     pub sent: u64,
     pub duplicates: u64,
+    pub stale: u64,
     /// Index in the batch and reason of each rejected item.
     pub rejected: Vec<RejectedItem>,
 }
@@ -74,11 +75,18 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
     let metrics = &state.metrics;
     metrics.records.get_or_create(&label("outcome", "sent")).inc_by(summary.sent);
     metrics.records.get_or_create(&label("outcome", "duplicate")).inc_by(summary.duplicates);
+    metrics.records.get_or_create(&label("outcome", "stale")).inc_by(summary.stale);
     for (reason, n) in &summary.rejected {
         metrics.rejected.get_or_create(&label("reason", reason)).inc_by(*n);
     }
     summary.log("ingest batch");
-    Ok(Json(IngestResponse { received: summary.read, sent: summary.sent, duplicates: summary.duplicates, rejected }))
+    Ok(Json(IngestResponse {
+        received: summary.read,
+        sent: summary.sent,
+        duplicates: summary.duplicates,
+        stale: summary.stale,
+        rejected,
+    }))
 }
 
 /// The source's HTTP API.

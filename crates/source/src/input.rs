@@ -21,8 +21,10 @@ pub const MAX_CODE_BYTES: usize = 64;
 const NAME_COLUMNS: &[&str] = &["product_name", "product_name_en", "name"];
 /// Columns holding categories, in order of preference.
 const CATEGORY_COLUMNS: &[&str] =
-    &["categories", "categories_en", "main_category_en", "main_category", "pnns_groups_1"];
+    &["categories_tags", "categories", "categories_en", "main_category_en", "main_category", "pnns_groups_1"];
 /// Columns holding the Nutri-Score grade, in order of preference.
+/// Columns holding the record's modification time (Unix seconds).
+const LAST_MODIFIED_COLUMNS: &[&str] = &["last_modified_t", "last_modified"];
 const NUTRISCORE_COLUMNS: &[&str] = &["nutriscore_grade", "nutrition_grade_fr", "nutriscore"];
 
 /// A record the source could not turn into a product, with why.
@@ -107,6 +109,7 @@ struct ColumnMap {
     categories: Vec<usize>,
     nutriscore: Vec<usize>,
     nutrients: Vec<(usize, &'static str)>,
+    last_modified: Vec<usize>,
     width: usize,
 }
 
@@ -123,6 +126,7 @@ impl ColumnMap {
             nutrients: raw_nutrient_columns()
                 .filter_map(|c| header.iter().position(|h| h.trim() == c).map(|i| (i, c)))
                 .collect(),
+            last_modified: find(LAST_MODIFIED_COLUMNS),
             width: header.len(),
         }
     }
@@ -171,6 +175,7 @@ fn product_from_fields(
         categories: first_non_empty(fields, &map.categories).or_else(|| default_category.map(str::to_string)),
         nutriscore: first_non_empty(fields, &map.nutriscore).map(|g| g.to_lowercase()),
         nutrients,
+        last_modified: first_non_empty(fields, &map.last_modified).as_deref().and_then(parse_timestamp),
     })
 }
 
@@ -228,7 +233,19 @@ pub fn product_from_json(value: Value, default_category: Option<&str>) -> Result
         };
         nutrients.insert(column.to_string(), text);
     }
-    Ok(RawProduct { code, name, categories, nutriscore, nutrients })
+    let last_modified = LAST_MODIFIED_COLUMNS.iter().find_map(|c| match object.get(*c) {
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(s)) => parse_timestamp(s),
+        _ => None,
+    });
+    Ok(RawProduct { code, name, categories, nutriscore, nutrients, last_modified })
+}
+
+/// A `last_modified_t` value; one that is not a number leaves the record
+/// versioned by its content (the version rule's fallback), not rejected.
+fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    text.parse::<i64>().ok().or_else(|| text.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
 /// Reads one file as a stream of records. The iterator ends with an `Err`
@@ -476,6 +493,23 @@ mod tests {
         assert_eq!(p.categories.as_deref(), Some("Cereals,Mueslis"));
         assert_eq!(p.nutrients["energy-kcal_100g"], "380");
         assert_eq!(p.nutrients["sodium_100g"], "0.1");
+    }
+
+    #[test]
+    fn prefers_canonical_category_tags_and_reads_the_modification_time() {
+        let text = "code\tproduct_name\tcategories\tcategories_tags\tlast_modified_t\tfat_100g\n\
+                    1\tPain\tPains,Produits laitiers\ten:breads,en:dairies\t1700000000\t1\n\
+                    2\tBread\tBreads\t\tnot a time\t1\n";
+        let got = records(text, None);
+        let first = got[0].as_ref().unwrap();
+        assert_eq!(first.categories.as_deref(), Some("en:breads,en:dairies"));
+        assert_eq!(first.last_modified, Some(1_700_000_000));
+        assert!(first.version().starts_with("1700000000:"));
+        let second = got[1].as_ref().unwrap();
+        assert_eq!(second.categories.as_deref(), Some("Breads"), "free text when there are no tags");
+        assert_eq!(second.last_modified, None, "an unreadable time versions the record by content");
+        let json = product_from_json(serde_json::json!({"code": "3", "last_modified_t": 12}), None).unwrap();
+        assert_eq!(json.last_modified, Some(12));
     }
 
     #[test]

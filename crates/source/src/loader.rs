@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lab8_bus::ingest::{add_dead_letters, add_new_products};
+use lab8_bus::ingest::{add_dead_letters, add_new_products, VersionedProduct};
 use lab8_bus::Bus;
 use lab8_protocol::messages::{DeadLetter, Stage};
 use lab8_protocol::Keys;
@@ -23,8 +23,10 @@ pub struct LoadSummary {
     pub read: u64,
     /// Products added to the raw stream.
     pub sent: u64,
-    /// Products whose code was already loaded.
+    /// Products whose code was already loaded in the same version.
     pub duplicates: u64,
+    /// Products older than the version already loaded (ignored).
+    pub stale: u64,
     /// Records sent to the dead-letter stream, by reason.
     pub rejected: BTreeMap<String, u64>,
     pub seconds: f64,
@@ -41,6 +43,7 @@ impl LoadSummary {
             read = self.read,
             sent = self.sent,
             duplicates = self.duplicates,
+            stale = self.stale,
             rejected = self.rejected_total(),
             "{message}"
         );
@@ -50,6 +53,7 @@ impl LoadSummary {
         self.read += other.read;
         self.sent += other.sent;
         self.duplicates += other.duplicates;
+        self.stale += other.stale;
         for (reason, n) in &other.rejected {
             *self.rejected.entry(reason.clone()).or_default() += n;
         }
@@ -62,6 +66,7 @@ impl std::fmt::Display for LoadSummary {
         writeln!(f, "read        {:>10}", self.read)?;
         writeln!(f, "sent        {:>10}", self.sent)?;
         writeln!(f, "duplicates  {:>10}", self.duplicates)?;
+        writeln!(f, "stale       {:>10}", self.stale)?;
         writeln!(f, "rejected    {:>10}", self.rejected_total())?;
         for (reason, n) in &self.rejected {
             writeln!(f, "  {reason:<30} {n:>8}")?;
@@ -70,13 +75,13 @@ impl std::fmt::Display for LoadSummary {
     }
 }
 
-/// A chunk ready to send: products serialised as `(code, JSON)`, rejections
+/// A chunk ready to send: products serialised with their versions, rejections
 /// as dead letters, and the counts known before Redis answers. Built off the
 /// async task (the reader thread), so parsing and serialising overlap the
 /// round trips to Redis.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    products: Vec<(String, String)>,
+    products: Vec<VersionedProduct>,
     dead_letters: Vec<DeadLetter>,
     summary: LoadSummary,
 }
@@ -92,7 +97,8 @@ impl From<Vec<SourceRecord>> for Prepared {
             match record {
                 Ok(product) => {
                     let payload = serde_json::to_string(&product).expect("RawProduct serialises");
-                    prepared.products.push((product.code, payload));
+                    let version = product.version();
+                    prepared.products.push(VersionedProduct { code: product.code, version, payload });
                 }
                 Err(rejection) => {
                     tracing::debug!(reason = %rejection.reason, location = %rejection.location, "record rejected");
@@ -123,7 +129,7 @@ impl Loader {
         Self { conn: bus.conn.clone(), keys: bus.keys().clone() }
     }
 
-    /// Sends one chunk: products (new codes only) and rejections (as dead letters).
+    /// Sends one chunk: products (new codes and newer versions only) and rejections (as dead letters).
     pub async fn send(&mut self, records: Vec<SourceRecord>) -> Result<LoadSummary, RedisError> {
         self.send_prepared(Prepared::from(records)).await
     }
@@ -132,8 +138,8 @@ impl Loader {
     pub async fn send_prepared(&mut self, prepared: Prepared) -> Result<LoadSummary, RedisError> {
         let mut summary = prepared.summary;
         if !prepared.products.is_empty() {
-            summary.sent = add_new_products(&mut self.conn, &self.keys, &prepared.products).await?;
-            summary.duplicates = prepared.products.len() as u64 - summary.sent;
+            let added = add_new_products(&mut self.conn, &self.keys, &prepared.products).await?;
+            (summary.sent, summary.duplicates, summary.stale) = (added.sent, added.unchanged, added.stale);
         }
         add_dead_letters(&mut self.conn, &self.keys, &prepared.dead_letters).await?;
         Ok(summary)

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod harness;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -112,8 +114,22 @@ pub fn jsonl_corpus() -> Vec<(Vec<u8>, Fate, String)> {
         Fate::Accepted,
         "4006040012345".into(),
     ));
-    // Duplicate code with conflicting values: the first record wins.
+    // A code sent twice: the same record is a duplicate (nothing changes);
+    // a different one without a time is newer by arrival (it replaces);
+    // with `last_modified_t`, the newer time wins whatever the order.
     cases.push((bread_with("dup", r#""fat_100g":"4""#).into_bytes(), Fate::Accepted, "dup".into()));
-    cases.push((bread_with("dup", r#""fat_100g":"40""#).into_bytes(), Fate::Accepted, "dup".into()));
+    cases.push((bread_with("dup", r#""fat_100g":"4""#).into_bytes(), Fate::Accepted, "dup".into()));
+    cases.push((bread_with("upd", r#""fat_100g":"4""#).into_bytes(), Fate::Accepted, "upd".into()));
+    cases.push((bread_with("upd", r#""fat_100g":"40""#).into_bytes(), Fate::Accepted, "upd".into()));
+    cases.push((
+        bread_with("old", r#""fat_100g":"4","last_modified_t":20"#).into_bytes(),
+        Fate::Accepted,
+        "old".into(),
+    ));
+    cases.push((
+        bread_with("old", r#""fat_100g":"40","last_modified_t":10"#).into_bytes(),
+        Fate::Accepted,
+        "old".into(),
+    ));
     cases
 }

@@ -5,23 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab8_bus::inspect::{backlog, entries_added};
-use lab8_bus::maintenance::scan_hash;
+use lab8_bus::inspect::backlog;
 use lab8_bus::testing::{RedisOptions, RedisServer};
 use lab8_bus::{Bus, ConsumerOptions};
 use lab8_mart::{service, MartConfig, MartMetrics};
 use lab8_model::artifact::unpack;
 use lab8_model::service::{score_stream, ModelMetrics};
 use lab8_model::DEFAULT_ARTIFACT_PATH;
-use lab8_protocol::messages::Stage;
-use lab8_protocol::messages::{ClusterProfile, Prediction};
+use lab8_protocol::messages::ProductRow;
 use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
-use lab8_system_tests::{binary, root, sample_files};
+use lab8_system_tests::harness::{assert_profiles_match_rebuild, settled, MartState, Rng, Services};
+use lab8_system_tests::{root, sample_files};
 
 const REPEAT: usize = 4;
 const KILLS_EACH: usize = 10;
@@ -50,83 +48,10 @@ fn big_input(dir: &Path) -> PathBuf {
     out
 }
 
-/// A small deterministic PRNG (xorshift), seeded per run and printed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct Service(Child);
-
-impl Service {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Services {
-    redis_url: String,
-    password_file: PathBuf,
-    model_dir: PathBuf,
-    logs: PathBuf,
-}
-
-impl Services {
-    fn spawn(&self, which: &str, restarts: usize) -> Service {
-        let log = std::fs::File::create(self.logs.join(format!("{which}-{restarts}.log"))).unwrap();
-        let mut command = match which {
-            "mart" => Command::new(binary("lab8-mart")),
-            _ => {
-                let mut c = Command::new(binary("lab8-model"));
-                c.arg("serve");
-                c
-            }
-        };
-        command
-            .env("REDIS_URL", &self.redis_url)
-            .env("REDIS_PASSWORD_FILE", &self.password_file)
-            .env("KEY_PREFIX", "f:")
-            .env("CONSUMER_NAME", which)
-            // Small batches: many commit points to die between, and a run
-            // long enough for ten kills.
-            .env("BATCH_SIZE", if which == "mart" { "20" } else { "10" })
-            .env("CLAIM_IDLE_SECS", "2")
-            .env("PROFILE_INTERVAL_SECS", "1")
-            .env("TRIM_ACKNOWLEDGED", "true")
-            .env("MODEL_DIR", &self.model_dir)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        Service(command.spawn().unwrap())
-    }
-}
-
-async fn mart_state(bus: &Bus) -> (BTreeMap<String, String>, BTreeMap<String, u32>, BTreeMap<String, String>) {
-    let mut conn = bus.conn.clone();
-    let keys = bus.keys();
-    let products = scan_hash(&mut conn, &keys.mart_products()).await.unwrap().into_iter().collect();
-    let assignments = scan_hash(&mut conn, &keys.mart_assignments())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(code, json)| (code, serde_json::from_str::<Prediction>(&json).unwrap().cluster))
-        .collect();
-    let rejections = scan_hash(&mut conn, &keys.rejections(Stage::Mart)).await.unwrap().into_iter().collect();
-    (products, assignments, rejections)
+async fn mart_state(bus: &Bus) -> (BTreeMap<String, ProductRow>, BTreeMap<String, u32>, BTreeMap<String, String>) {
+    let state = MartState::read(bus).await;
+    let clusters = state.clusters().into_iter().map(|(code, c)| (code.to_string(), c)).collect();
+    (state.products, clusters, state.rejections)
 }
 
 /// The backlog of a group, retried across a reconnection (Redis restarts here).
@@ -138,41 +63,6 @@ async fn backlog_retrying(bus: &Bus, stream: String, group: &str) -> u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no answer from Redis about {stream}");
-}
-
-/// Whether everything is processed, and a description of the state.
-async fn settled(bus: &Bus) -> (bool, String) {
-    let mut conn = bus.conn.clone();
-    let keys = bus.keys();
-    let Ok(raw) = entries_added(&mut conn, &keys.raw_stream()).await else { return (false, "redis down".into()) };
-    let (products, assignments, rejections) = mart_state(bus).await;
-    let rejected: u64 = rejections.values().map(|v| v.parse::<u64>().unwrap()).sum();
-    let mut backlogs = Vec::new();
-    for (stream, group) in
-        [(keys.raw_stream(), "mart"), (keys.features_stream(), "model"), (keys.predictions_stream(), "mart")]
-    {
-        backlogs.push(backlog(bus, &stream, group).await.unwrap_or(u64::MAX / 4));
-    }
-    let done = raw > 0
-        && products.len() as u64 + rejected == raw
-        && assignments.len() == products.len()
-        && backlogs.iter().all(|b| *b == 0);
-    let state = format!(
-        "raw {raw}, products {}, rejected {rejected}, assigned {}, backlogs {backlogs:?}",
-        products.len(),
-        assignments.len()
-    );
-    (done, state)
-}
-
-async fn profile_total(bus: &Bus) -> u64 {
-    let mut conn = bus.conn.clone();
-    scan_hash(&mut conn, &bus.keys().mart_clusters())
-        .await
-        .unwrap()
-        .iter()
-        .map(|(_, v)| serde_json::from_str::<ClusterProfile>(v).unwrap().count)
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +110,8 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     std::fs::create_dir_all(&logs).unwrap();
     let services = Services {
         redis_url: redis.url(),
-        password_file: redis.args("f:").password_file.unwrap(),
+        password_file: redis.args("f:").password_file,
+        prefix: "f:".into(),
         model_dir: model_dir.clone(),
         logs: logs.clone(),
     };
@@ -273,7 +164,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     }
     tokio::time::sleep(Duration::from_millis(2500)).await; // one profile refresh
     let got = mart_state(&bus).await;
-    let total = profile_total(&bus).await;
+    let total = assert_profiles_match_rebuild(&bus).await;
     mart.kill();
     model.kill();
     println!(
@@ -286,6 +177,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     assert!(got.1 == expected.1, "the assignments differ from the run without faults");
     assert_eq!(got.2, expected.2, "dead-letter counts by reason differ: a record was rejected twice or lost");
     assert_eq!(total as usize, expected.0.len(), "cluster profiles count a product twice or miss one");
+    assert_profiles_match_rebuild(&reference_bus).await;
     assert_eq!((mart_kills, model_kills, redis_restarts), (KILLS_EACH, KILLS_EACH, 1));
     assert!(
         mart_kills_mid_run == KILLS_EACH && model_kills_mid_run == KILLS_EACH,

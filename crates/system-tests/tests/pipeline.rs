@@ -13,10 +13,11 @@ use lab8_mart::{service, MartConfig, MartMetrics};
 use lab8_model::service::{score_stream, training_rows, ModelMetrics};
 use lab8_model::train::{train, TrainOptions};
 use lab8_model::{ModelArtifact, DEFAULT_ARTIFACT_PATH};
-use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
+use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow, RawProduct};
 use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
+use lab8_system_tests::harness::assert_profiles_match_rebuild;
 use lab8_system_tests::{root, sample_files};
 
 fn config() -> MartConfig {
@@ -35,22 +36,27 @@ async fn bundled_sample_reconciles_end_to_end() {
     let keys = bus.keys().clone();
     let mut conn = bus.conn.clone();
 
-    // Source: 17,072 rows in five files, 16,014 unique codes.
+    // Source: 17,072 rows in five files, 16,014 unique codes. A code listed
+    // in two category files differs by its category: the later record is a
+    // newer version (by arrival), sent too.
     let files = sample_files();
     let options = ReadOptions { category_from_file_name: true, ..Default::default() };
     let mut loader = Loader::new(&bus);
     let first = loader.load_files(&files, &options, 1000, false).await.unwrap();
     assert_eq!(first.read, 17_072);
-    assert_eq!(first.sent, 16_014);
-    assert_eq!(first.duplicates, 1_058);
+    assert_eq!(first.sent, 17_072);
     assert_eq!(first.rejected_total(), 0);
+    // Loading again sends nothing for the 14,958 codes with one record. The
+    // 1,057 codes listed in two files, with no `last_modified_t` to order
+    // them, are sent again (each record differs from the last one sent);
+    // the last still wins, so the mart ends the same.
     let again = loader.load_files(&files, &options, 1000, false).await.unwrap();
-    assert_eq!((again.sent, again.duplicates), (0, 17_072), "loading twice adds nothing");
+    assert_eq!((again.sent, again.duplicates, again.stale), (2 * 1_057, 14_958, 0));
 
     // Mart: clean.
     let ops = MartMetrics::default();
     let cleaned = service::drain(&bus, &config(), &ops).await.unwrap();
-    assert_eq!(cleaned.raw_entries, 16_014);
+    assert_eq!(cleaned.raw_entries, 17_072 + 2 * 1_057);
     assert_eq!(cleaned.prediction_entries, 0);
 
     // Model: train on the feature rows, score them.
@@ -76,11 +82,12 @@ async fn bundled_sample_reconciles_end_to_end() {
     )
     .await
     .unwrap();
-    assert_eq!(scored as usize, rows.len());
+    let features = read_stream(&mut conn, &keys.features_stream()).await.unwrap();
+    assert_eq!(scored as usize, features.len(), "every version the mart accepted was scored");
 
     // Mart: materialise.
     let report = service::drain(&bus, &config(), &ops).await.unwrap();
-    assert_eq!(report.prediction_entries as usize, rows.len());
+    assert_eq!(report.prediction_entries, scored);
 
     // Reconciliation.
     let raw = read_stream(&mut conn, &keys.raw_stream()).await.unwrap();
@@ -98,19 +105,34 @@ async fn bundled_sample_reconciles_end_to_end() {
         .collect();
     let letters = dead_letters(&bus).await.unwrap();
     let mart_letters: Vec<_> = letters.iter().filter(|l| l["stage"] == "mart").collect();
-    assert_eq!(raw.len(), 16_014);
-    assert_eq!(products.len() + mart_letters.len(), raw.len(), "every raw record is in the mart or a dead letter");
-    assert_eq!(rows.len(), products.len());
+    assert_eq!(raw.len(), 17_072 + 2 * 1_057);
     let letter_entries: HashSet<&str> = mart_letters.iter().map(|l| l["entry"].as_str()).collect();
     assert_eq!(letter_entries.len(), mart_letters.len(), "no record rejected twice");
     let raw_ids: HashSet<&str> = raw.iter().map(|e| e.id.as_str()).collect();
     assert!(letter_entries.iter().all(|id| raw_ids.contains(id)));
-    let product_codes: HashSet<&str> = products.iter().map(|p| p.code.as_str()).collect();
-    assert!(
-        mart_letters.iter().all(|l| !product_codes.contains(l["code"].as_str())),
-        "a rejected code is not in the mart"
-    );
     assert!(mart_letters.iter().all(|l| !l["reason"].is_empty()));
+    // Every raw record is a dead letter, or the version of its code the
+    // product table holds, or replaced by a later accepted record of its code.
+    let mut last_accepted: BTreeMap<String, String> = BTreeMap::new();
+    for entry in &raw {
+        if letter_entries.contains(entry.id.as_str()) {
+            continue;
+        }
+        let product: RawProduct = serde_json::from_slice(entry.payload.as_deref().unwrap()).unwrap();
+        last_accepted.insert(product.code.clone(), product.version());
+    }
+    assert_eq!(last_accepted.len(), products.len(), "every code with an accepted record is in the mart");
+    assert!(
+        products.iter().all(|p| last_accepted.get(&p.code) == Some(&p.version)),
+        "each product is the last accepted version of its code"
+    );
+    assert_eq!(rows.len(), products.len());
+    let product_codes: HashSet<&str> = products.iter().map(|p| p.code.as_str()).collect();
+    let rejected_codes: HashSet<&str> = mart_letters.iter().map(|l| l["code"].as_str()).collect();
+    assert!(
+        rejected_codes.iter().all(|c| !product_codes.contains(c) || last_accepted.contains_key(*c)),
+        "a rejected code is in the mart only through another, accepted record"
+    );
     assert_eq!(assignments.len(), products.len(), "every product has a cluster");
     assert!(products.iter().all(|p| assignments[&p.code].cluster < model.k as u32));
 
@@ -132,6 +154,8 @@ async fn bundled_sample_reconciles_end_to_end() {
     profile_sizes.sort();
     sizes.sort();
     assert_eq!(profile_sizes, sizes, "the mart's clusters are the model's");
+
+    assert_profiles_match_rebuild(&bus).await;
 
     // Running the mart and the model again changes nothing.
     let idle = service::drain(&bus, &config(), &ops).await.unwrap();

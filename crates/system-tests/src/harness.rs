@@ -1,0 +1,174 @@
+//! Real service processes for fault tests, and views of the mart's state
+//! the whole-system tests compare.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use lab8_bus::inspect::{backlog, entries_added};
+use lab8_bus::maintenance::scan_hash;
+use lab8_bus::Bus;
+use lab8_mart::materialise::{current_profiles, differences, live_models, read_incremental, rebuild};
+use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
+use lab8_protocol::messages::{Prediction, ProductRow, Stage};
+
+use crate::binary;
+
+/// A small deterministic PRNG (xorshift), seeded per run and printed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves none behind.
+pub struct Service(Child);
+
+impl Service {
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How to start the mart and the model against one Redis.
+pub struct Services {
+    pub redis_url: String,
+    pub password_file: Option<PathBuf>,
+    pub prefix: String,
+    pub model_dir: PathBuf,
+    pub logs: PathBuf,
+}
+
+impl Services {
+    /// Starts `mart` or `model` (`serve`), logging to `<logs>/<which>-<restarts>.log`.
+    pub fn spawn(&self, which: &str, restarts: usize) -> Service {
+        let log = std::fs::File::create(self.logs.join(format!("{which}-{restarts}.log"))).unwrap();
+        let mut command = match which {
+            "mart" => Command::new(binary("lab8-mart")),
+            _ => {
+                let mut c = Command::new(binary("lab8-model"));
+                c.arg("serve");
+                c
+            }
+        };
+        if let Some(file) = &self.password_file {
+            command.env("REDIS_PASSWORD_FILE", file);
+        }
+        command
+            .env("REDIS_URL", &self.redis_url)
+            .env("KEY_PREFIX", &self.prefix)
+            .env("CONSUMER_NAME", which)
+            // Small batches: many commit points to die between.
+            .env("BATCH_SIZE", if which == "mart" { "20" } else { "10" })
+            .env("CLAIM_IDLE_SECS", "2")
+            .env("PROFILE_INTERVAL_SECS", "1")
+            .env("BACKFILL_INTERVAL_SECS", "1")
+            .env("TRIM_ACKNOWLEDGED", "true")
+            .env("MODEL_DIR", &self.model_dir)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        Service(command.spawn().unwrap())
+    }
+}
+
+/// The mart's tables: product rows, current assignments, rejections by reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MartState {
+    pub products: BTreeMap<String, ProductRow>,
+    pub assignments: BTreeMap<String, Prediction>,
+    pub rejections: BTreeMap<String, String>,
+}
+
+impl MartState {
+    pub async fn read(bus: &Bus) -> Self {
+        let mut conn = bus.conn.clone();
+        let keys = bus.keys();
+        let products = scan_hash(&mut conn, &keys.mart_products())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(code, json)| (code, serde_json::from_str(&json).unwrap()))
+            .collect();
+        let assignments = scan_hash(&mut conn, &keys.mart_assignments())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(code, json)| (code, serde_json::from_str(&json).unwrap()))
+            .collect();
+        let rejections = scan_hash(&mut conn, &keys.rejections(Stage::Mart)).await.unwrap().into_iter().collect();
+        Self { products, assignments, rejections }
+    }
+
+    /// Product → cluster.
+    pub fn clusters(&self) -> BTreeMap<&str, u32> {
+        self.assignments.iter().map(|(code, p)| (code.as_str(), p.cluster)).collect()
+    }
+}
+
+/// The backlogs (undelivered + pending) of the three data streams.
+pub async fn backlogs(bus: &Bus) -> Vec<u64> {
+    let keys = bus.keys();
+    let mut out = Vec::new();
+    for (stream, group) in [
+        (keys.raw_stream(), MART_GROUP),
+        (keys.features_stream(), MODEL_GROUP),
+        (keys.predictions_stream(), MART_GROUP),
+    ] {
+        out.push(backlog(bus, &stream, group).await.unwrap_or(u64::MAX / 4));
+    }
+    out
+}
+
+/// Whether everything is processed (raw records arrived, every stream's
+/// backlog is zero, every product has a cluster under the current model),
+/// and a description of the state.
+pub async fn settled(bus: &Bus) -> (bool, String) {
+    let mut conn = bus.conn.clone();
+    let Ok(raw) = entries_added(&mut conn, &bus.keys().raw_stream()).await else {
+        return (false, "redis down".into());
+    };
+    let state = MartState::read(bus).await;
+    let backlogs = backlogs(bus).await;
+    let done = raw > 0 && state.assignments.len() == state.products.len() && backlogs.iter().all(|b| *b == 0);
+    let description = format!(
+        "raw {raw}, products {}, rejections {:?}, assigned {}, backlogs {backlogs:?}",
+        state.products.len(),
+        state.rejections,
+        state.assignments.len()
+    );
+    (done, description)
+}
+
+/// Checks the incremental aggregates of every live model against a rebuild
+/// from the tables, and that the published profiles count every assigned
+/// product once. Returns the number of products the profiles count.
+pub async fn assert_profiles_match_rebuild(bus: &Bus) -> u64 {
+    let mut conn = bus.conn.clone();
+    let keys = bus.keys();
+    for version in live_models(&mut conn, keys).await.unwrap() {
+        let rebuilt = rebuild(&mut conn, keys, &version).await.unwrap();
+        let incremental = read_incremental(&mut conn, keys, &version).await.unwrap();
+        let found = differences(&incremental, &rebuilt);
+        assert!(found.is_empty(), "model {version}: incremental profiles differ from a rebuild:\n{}", found.join("\n"));
+    }
+    let profiles = current_profiles(&mut conn, keys).await.unwrap();
+    let assigned: u64 = redis::cmd("HLEN").arg(keys.mart_assignments()).query_async(&mut conn).await.unwrap();
+    let counted: u64 = profiles.iter().map(|p| p.count).sum();
+    assert_eq!(counted, assigned, "the profiles count every assigned product once");
+    counted
+}
