@@ -92,4 +92,17 @@ require() { local before=$failed; check "$@"; [ "$failed" -eq "$before" ] || die
 
 # redis_field KEY: the value after KEY in `redis-cli --raw` output on stdin
 # (reads all input: an early exit would SIGPIPE the writer under pipefail).
+# mart_accounted CLI: the raw records the mart has accounted for, read with
+# CLI (a function running `redis-cli --raw`). Each raw record is exactly one
+# of: a product row, a row replaced by a newer version, a version ignored as
+# unchanged or stale, a dead letter; so this equals the raw stream's
+# entries-added once the mart is done, and a record counted twice or lost
+# breaks the equality.
+mart_accounted() {
+  local cli=$1 products replaced ignored rejected
+  products=$($cli HLEN "$LAB8_MART_PRODUCTS"); replaced=$($cli GET "$LAB8_MART_REPLACED")
+  ignored=$($cli HMGET "$LAB8_MART_IGNORED" unchanged stale | awk '{ s += $1 } END { print s + 0 }')
+  rejected=$($cli HVALS "$LAB8_MART_REJECTIONS" | awk '{ s += $1 } END { print s + 0 }')
+  echo $((products + ${replaced:-0} + ignored + rejected))
+}
 redis_field() { awk -v f="$1" 'prev == f && !done { print; done = 1 } { prev = $0 }'; }

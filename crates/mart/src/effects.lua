@@ -62,6 +62,7 @@ effects.upsert = function(code, value)
   if order == 'same' then return ignore('unchanged') end
   if order == 'older' then return ignore('stale') end
   if old then
+    redis.call('INCR', context.replaced)
     for _, version in ipairs(redis.call('ZRANGE', context.models, 0, -1)) do
       local assignments = assignments_of(version)
       local assigned = redis.call('HGET', assignments, code)

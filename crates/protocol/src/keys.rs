@@ -79,6 +79,12 @@ impl Keys {
     pub fn mart_ignored(&self) -> String {
         self.key("mart:ignored")
     }
+    /// Counter of product rows replaced by a newer version: with the product
+    /// table, the dead letters and the `unchanged` and `stale` counts, every
+    /// raw record is accounted for exactly once.
+    pub fn mart_replaced(&self) -> String {
+        self.key("mart:replaced")
+    }
     /// Sorted set model version → when it last started (Unix ms): the newest
     /// is the one the mart moves to.
     pub fn models(&self) -> String {
@@ -120,6 +126,7 @@ impl Keys {
             "assignments": self.mart_assignments(),
             "current": self.mart_current_model(),
             "ignored": self.mart_ignored(),
+            "replaced": self.mart_replaced(),
             "models": self.models(),
             "model_prefix": self.mart_model_prefix(),
         })
@@ -140,6 +147,7 @@ impl Keys {
             self.mart_clusters(),
             self.mart_current_model(),
             self.mart_ignored(),
+            self.mart_replaced(),
             self.models(),
             self.rejections(Stage::Source),
             self.rejections(Stage::Mart),
@@ -162,6 +170,7 @@ impl Keys {
             ("LAB8_MART_CLUSTERS", self.mart_clusters()),
             ("LAB8_MART_CURRENT_MODEL", self.mart_current_model()),
             ("LAB8_MART_IGNORED", self.mart_ignored()),
+            ("LAB8_MART_REPLACED", self.mart_replaced()),
             ("LAB8_MART_MODEL_PREFIX", self.mart_model_prefix()),
             ("LAB8_MODELS", self.models()),
             ("LAB8_SOURCE_REJECTIONS", self.rejections(Stage::Source)),

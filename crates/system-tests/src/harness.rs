@@ -154,6 +154,32 @@ pub async fn settled(bus: &Bus) -> (bool, String) {
     (done, description)
 }
 
+/// Every raw record is exactly one of: a product row, a row replaced by a
+/// newer version, a version ignored as unchanged or stale, a dead letter of
+/// the mart. Returns the raw records.
+pub async fn assert_every_raw_record_accounted_once(bus: &Bus) -> u64 {
+    let mut conn = bus.conn.clone();
+    let keys = bus.keys();
+    let raw = entries_added(&mut conn, &keys.raw_stream()).await.unwrap();
+    let products: u64 = redis::cmd("HLEN").arg(keys.mart_products()).query_async(&mut conn).await.unwrap();
+    let replaced: Option<u64> = redis::cmd("GET").arg(keys.mart_replaced()).query_async(&mut conn).await.unwrap();
+    let ignored: Vec<Option<u64>> = redis::cmd("HMGET")
+        .arg(keys.mart_ignored())
+        .arg("unchanged")
+        .arg("stale")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let rejections = scan_hash(&mut conn, &keys.rejections(Stage::Mart)).await.unwrap();
+    let rejected: u64 = rejections.iter().map(|(_, n)| n.parse::<u64>().unwrap()).sum();
+    let accounted = products + replaced.unwrap_or(0) + ignored.iter().flatten().sum::<u64>() + rejected;
+    assert_eq!(
+        accounted, raw,
+        "raw records accounted for: {products} products, {replaced:?} replaced, {ignored:?} unchanged/stale, {rejected} rejected"
+    );
+    raw
+}
+
 /// Checks the incremental aggregates of every live model against a rebuild
 /// from the tables, and that the published profiles count every assigned
 /// product once. Returns the number of products the profiles count.

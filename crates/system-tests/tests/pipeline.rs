@@ -17,7 +17,7 @@ use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow, RawProduct
 use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
-use lab8_system_tests::harness::assert_profiles_match_rebuild;
+use lab8_system_tests::harness::{assert_every_raw_record_accounted_once, assert_profiles_match_rebuild};
 use lab8_system_tests::{root, sample_files};
 
 fn config() -> MartConfig {
@@ -155,6 +155,7 @@ async fn bundled_sample_reconciles_end_to_end() {
     sizes.sort();
     assert_eq!(profile_sizes, sizes, "the mart's clusters are the model's");
 
+    assert_eq!(assert_every_raw_record_accounted_once(&bus).await, raw.len() as u64);
     assert_profiles_match_rebuild(&bus).await;
 
     // Running the mart and the model again changes nothing.

@@ -21,7 +21,9 @@ use lab8_protocol::messages::{Prediction, RawProduct};
 use lab8_service::Shutdown;
 use lab8_source::input::{read_file, ReadOptions};
 use lab8_source::Loader;
-use lab8_system_tests::harness::{assert_profiles_match_rebuild, backlogs, settled, MartState, Rng, Services};
+use lab8_system_tests::harness::{
+    assert_every_raw_record_accounted_once, assert_profiles_match_rebuild, backlogs, settled, MartState, Rng, Services,
+};
 use lab8_system_tests::{root, sample_files};
 
 fn config() -> MartConfig {
@@ -194,6 +196,8 @@ async fn a_newer_export_under_kill_nine_equals_a_fresh_load_of_it() {
         .count();
     assert!(moved > 0, "some changed products moved to another cluster");
     assert_profiles_match_rebuild(&bus).await;
+    assert_every_raw_record_accounted_once(&bus).await;
+    assert_every_raw_record_accounted_once(&reference).await;
     let mut conn = bus.conn.clone();
     let (mut got_profiles, mut expected_profiles) = (
         current_profiles(&mut conn, bus.keys()).await.unwrap(),
@@ -245,6 +249,7 @@ async fn the_mart_keeps_the_newest_version_of_a_product() {
     let ignored: BTreeMap<String, u64> =
         redis::cmd("HGETALL").arg(bus.keys().mart_ignored()).query_async(&mut conn).await.unwrap();
     assert_eq!(ignored, BTreeMap::from([("stale".into(), 1), ("unchanged".into(), 1)]));
+    assert_eq!(assert_every_raw_record_accounted_once(&bus).await, 5);
     let features: u64 = redis::cmd("XLEN").arg(bus.keys().features_stream()).query_async(&mut conn).await.unwrap();
     assert_eq!(features, 3, "each accepted version went to the model once");
 }
