@@ -54,6 +54,34 @@ def fmt(v):
     return f"{v:.3g}"
 
 
+def scale_section(path):
+    """The mart at scale (scripts/bench-scale.sh), when its figures exist."""
+    if not path.exists():
+        return []
+    med, _, _, _, commit = load(path)
+    get = lambda m, s: med.get((m, s))  # noqa: E731
+    sizes = sorted({s for (m, s) in med if m == "scale_e2e_p99_ms"})
+    out = ["", f"The mart at scale (`scripts/bench-scale.sh`, commit `{commit}`): the three services running, "
+               "the mart filled with generated official-layout exports (gzip); at each size the end-to-end latency "
+               "at a fixed rate, the mart's memory and a full `lab8-mart rebuild --check`:", "",
+           "| products in the mart | " + " | ".join(f"{s:,}" for s in sizes) + " |",
+           "|---|" + "---|" * len(sizes)]
+    rows = [("end to end p50 (ms)", "scale_e2e_p50_ms", 1), ("end to end p99 (ms)", "scale_e2e_p99_ms", 1),
+            ("mart peak RSS (MiB)", "scale_mart_peak_rss_kb", 1024), ("mart RSS after the step (MiB)", "scale_mart_rss_kb", 1024),
+            ("`rebuild --check` (s)", "scale_rebuild_seconds", 1), ("filling to this size (s)", "scale_fill_seconds", 1)]
+    for label, metric, div in rows:
+        out.append(f"| {label} | " + " | ".join(fmt((get(metric, s) or 0) / div) if get(metric, s) is not None else "–" for s in sizes) + " |")
+    backfill = [(s, v) for (m, s), v in med.items() if m == "scale_backfill_products_per_s"]
+    if backfill:
+        s, v = backfill[0]
+        out += ["", f"A new model (k + 1) re-scored the mart's {s:,} products at {fmt(v)} products/s "
+                    "(from its start to the mart's switch)."]
+    rates = [json.loads(l).get("rate") for l in open(path) if '"scale_e2e_p50_ms"' in l]
+    if rates:
+        out += ["", "Achieved push rates (records/s): " + ", ".join(fmt(r) for r in rates if r is not None) + "."]
+    return out + [""]
+
+
 def main():
     med, runs, units, by_run, commit = load(sys.argv[1])
     docs = pathlib.Path(sys.argv[2])
@@ -130,6 +158,8 @@ def main():
             f"| images: source / mart / model / redis | {fmt(get('image_source_mb', 0))} / {fmt(get('image_mart_mb', 0))} / {fmt(get('image_model_mb', 0))} / {fmt(get('image_redis_mb', 0))} MB |",
             "", "![throughput against data size](bench-throughput.png)", "",
             "![lab8 against PySpark and scikit-learn](bench-stack.png)", ""]
+
+    out += scale_section(docs / "bench-scale.jsonl")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for metric, label in [("ingest_records_per_s", "ingest (lab8-source)"), ("redis_xadd_per_s", "Redis XADD ceiling"),

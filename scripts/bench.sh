@@ -149,6 +149,12 @@ for image in source mart model redis; do
   record "image_${image}_mb" 0 "$(awk -v b="$bytes" 'BEGIN { print b / 1e6 }')" MB 1
 done
 
+# The mart at scale, on its own private Redis (its figures in their own file).
+for p in "${SERVICE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+stop_redis
+scripts/bench-scale.sh
+cp "$OUT/scale.jsonl" docs/bench-scale.jsonl
+
 # One run at one commit: its raw figures, its tables and plots, nothing older.
 cp "$RESULTS" docs/bench-results.jsonl
 rm -f docs/bench-results-after.jsonl

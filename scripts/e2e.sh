@@ -63,7 +63,7 @@ k get pods,svc -o wide >"$ARTIFACTS/get-after-apply.txt"
 k get configmaps,secrets >"$ARTIFACTS/config-objects.txt"
 k describe resourcequota lab8-quota >"$ARTIFACTS/quota.txt"
 k describe limitrange lab8-limits >"$ARTIFACTS/limitrange.txt"
-model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | head -1)
+model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | awk 'NR == 1')
 k logs "$model_pod" -c unpack-model >"$ARTIFACTS/model-init-unpack.txt"
 k logs "$model_pod" -c wait-for-mart >"$ARTIFACTS/model-init-wait.txt"
 k get "$model_pod" -o jsonpath='{range .spec.containers[0].env[*]}{.name}={.value}{.valueFrom.fieldRef.fieldPath}{"\n"}{end}' >"$ARTIFACTS/model-env.txt"
@@ -200,8 +200,11 @@ held_by() { R XPENDING "$1" "$2" - + 100000 "$3" | awk 'NR % 4 == 1'; } # held_b
 # has something to lose; prints those ids.
 freeze_holding() {
   local pid held; pid=$(pod_pid "$1"); [ -n "$pid" ] || return 1
-  for _ in $(seq 150); do   # a few seconds at most: a frozen pod fails its liveness probe after ~20 s
+  for _ in $(seq 100); do   # each freeze well under a second: a pod frozen ~20 s fails its liveness probe
     kill -STOP "$pid"
+    # A commit already on the wire still lands after the stop: let it, so
+    # what is held now is what the kill will find.
+    sleep 0.3
     held=$(held_by "$2" "$3" "${1#pod/}")
     [ -n "$held" ] && { echo "$held"; return 0; }
     kill -CONT "$pid"; sleep "0.0$((RANDOM % 9 + 1))"
@@ -213,11 +216,20 @@ codes_of() { # codes_of STREAM ID...: the product code in each entry's payload, 
   for id in "$@"; do printf 'XRANGE %s %s %s\n' "$stream" "$id" "$id"; done | R \
     | awk -v f="$LAB8_PAYLOAD_FIELD" 'prev == f { print } { prev = $0 }' | sed -n 's/^{"code":"\([^"]*\)".*/\1/p'
 }
+# The previous ReplicaSet's pods drain and exit first: one pod per component.
+no_terminating_pods() { [ -z "$(k get pods -o go-template='{{range .items}}{{if .metadata.deletionTimestamp}}{{.metadata.name}}{{"\n"}}{{end}}{{end}}')" ]; }
+for _ in $(seq 120); do no_terminating_pods && break; sleep 1; done
 raw_before=$(raw_added)
 python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix kill- >"$ARTIFACTS/push-kill.json" &
 push_pid=$!
-mart_pod=$(k get pods -l app.kubernetes.io/component=mart -o name | head -1)
-model_pod=$(k get pods -l app.kubernetes.io/component=model -o name | head -1)
+# A running pod of COMPONENT, not one of the previous ReplicaSet still
+# terminating after the rolling update (it would not hold new work).
+live_pod() {
+  k get pods -l "app.kubernetes.io/component=$1" \
+    -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}pod/{{.metadata.name}}{{"\n"}}{{end}}{{end}}' | awk 'NR == 1'   # reads it all: no SIGPIPE under pipefail
+}
+mart_pod=$(live_pod mart)
+model_pod=$(live_pod model)
 # The model first: frozen, it stops draining features, while the mart keeps
 # cleaning the push and is caught with a raw batch in flight.
 model_held=$(freeze_holding "$model_pod" "$LAB8_FEATURES_STREAM" "$LAB8_MODEL_GROUP") || true
@@ -311,5 +323,5 @@ all_assigned_by_new() { # every product has a cluster, and every assignment is t
 check "every product re-scored by the new model" all_assigned_by_new
 check "the new model's $((k_old + 1)) clusters add up to the mart" sh -c "[ \"\$(redis-cli -h $REDIS_HOST --raw HLEN $LAB8_MART_CLUSTERS)\" -eq $((k_old + 1)) ]"
 check "profiles add up to the mart after the switch" wait_profiles
-check "nothing of the old model is left" test -z "$(R --scan --pattern "$LAB8_MART_MODEL_PREFIX$old_model:*" | head -1)"
+check "nothing of the old model is left" test -z "$(R --scan --pattern "$LAB8_MART_MODEL_PREFIX$old_model:*" | awk "NR == 1")"
 R HGETALL $LAB8_MART_CLUSTERS >"$ARTIFACTS/cluster-profiles-model-b.txt"
