@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the lab8 images (source, mart, model, redis), tagged with the
+# Builds the lab8 images (source, mart, model, redis, kubectl), tagged with the
 # workspace version, from Dockerfiles/ — here, without any registry:
 #  - starts dockerd (installing docker.io from apt) when no engine answers;
 #  - makes local base images from a debootstrap'd Debian 12 rootfs when the
 #    standard ones are absent: lab8/debian-cc (glibc + libgcc only, like
-#    distroless/cc) and lab8/debian-redis (the redis-server package);
+#    distroless/cc), lab8/debian-redis (the redis-server package) and
+#    lab8/debian-kubectl (that Debian with a kubectl binary, for the Job that
+#    makes the Redis password in the cluster);
 #  - builds the binaries on the host (same glibc as the base) and passes
 #    BINARIES=prebuilt to the shared build stage (Dockerfiles/build.Dockerfile),
 #    so no Rust image is needed; each service image copies its binary from it.
@@ -21,6 +23,7 @@ PREFIX=${IMAGE_PREFIX:-lab8}
 ROOTFS_CACHE=${ROOTFS_CACHE:-$HOME/.cache/lab8/rootfs}
 CC_BASE=lab8/debian-cc:12
 REDIS_BASE=lab8/debian-redis:12
+KUBECTL_BASE=lab8/debian-kubectl:12
 
 ensure_docker() {
   if ! command -v dockerd >/dev/null; then
@@ -89,7 +92,27 @@ make_cc_base() {
   rm -rf "$work"
 }
 
+# A kubectl binary (statically linked): the local cluster's, else the host's
+# (a versioned one when the host's is a dispatcher).
+kubectl_binary() {
+  local candidate
+  for candidate in "${KUBECTL_BIN:-}" "$HOME"/.cache/lab8/cluster/bin-*/kubectl \
+    "$(ls -1 /usr/lib/google-cloud-sdk/bin/kubectl.1.* 2>/dev/null | sort -V | tail -1)" "$(command -v kubectl || true)"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && { readlink -f "$candidate"; return 0; }
+  done
+  die "no kubectl binary to put in $KUBECTL_BASE (set KUBECTL_BIN)"
+}
+
+make_kubectl_base() {
+  local ctx; ctx=$(mktemp -d)
+  cp "$(kubectl_binary)" "$ctx/kubectl"
+  printf 'FROM %s\nCOPY kubectl /usr/local/bin/kubectl\n' "$REDIS_BASE" \
+    | "${DOCKER[@]}" build -q -t "$KUBECTL_BASE" -f - "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
 ensure_base_images() {
+  docker image inspect "$KUBECTL_BASE" >/dev/null 2>&1 || KUBECTL_NEEDED=1
   local need=()
   docker image inspect "$CC_BASE" >/dev/null 2>&1 || need+=(cc)
   docker image inspect "$REDIS_BASE" >/dev/null 2>&1 || need+=(redis)
@@ -115,6 +138,7 @@ main() {
   ensure_docker
   pick_docker_client
   ensure_base_images
+  if [ -n "${KUBECTL_NEEDED:-}" ]; then log "making $KUBECTL_BASE"; make_kubectl_base; fi
   stage_binaries
   log "building $PREFIX/build:$TAG (the shared build stage)"
   "${DOCKER[@]}" build -q -f Dockerfiles/build.Dockerfile -t "$PREFIX/build:$TAG" --build-arg BINARIES=prebuilt . >/dev/null
@@ -126,8 +150,11 @@ main() {
   log "building $PREFIX/redis:$TAG"
   "${DOCKER[@]}" build -q -f Dockerfiles/redis.Dockerfile -t "$PREFIX/redis:$TAG" \
     --build-arg REDIS_IMAGE="$REDIS_BASE" --build-arg VERSION="$TAG" . >/dev/null
+  log "building $PREFIX/kubectl:$TAG"
+  "${DOCKER[@]}" build -q -f Dockerfiles/kubectl.Dockerfile -t "$PREFIX/kubectl:$TAG" \
+    --build-arg KUBECTL_IMAGE="$KUBECTL_BASE" --build-arg VERSION="$TAG" . >/dev/null
   printf '%-24s %10s\n' image size
-  for name in source mart model redis; do
+  for name in source mart model redis kubectl; do
     local bytes; bytes=$(docker image inspect --format '{{.Size}}' "$PREFIX/$name:$TAG")
     awk -v n="$PREFIX/$name:$TAG" -v b="$bytes" 'BEGIN { printf "%-24s %7.1f MB\n", n, b / 1e6 }'
   done

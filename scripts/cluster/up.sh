@@ -63,7 +63,7 @@ make_image() { # make_image TAG BINARY ENTRYPOINT: a one-binary image from a hos
 make_image "$PAUSE_IMAGE" "$CLUSTER_BIN/pause" pause
 make_image "$COREDNS_IMAGE" "$CLUSTER_BIN/coredns" coredns
 images=("$PAUSE_IMAGE" "$COREDNS_IMAGE")
-for name in source mart model redis; do images+=("lab8/$name:$LAB8_VERSION"); done
+for name in source mart model redis kubectl; do images+=("lab8/$name:$LAB8_VERSION"); done
 docker save "${images[@]}" | ctr_k8s images import --no-unpack - >/dev/null
 ctr_k8s images ls -q | grep -E 'lab8|pause' | sed 's/^/   /'
 

@@ -42,8 +42,11 @@ def check_resources(docs):
 
 
 def check_probes(docs):
+    """Long-running workloads only: a Job runs to completion, its exit status is its health."""
     bad = []
     for doc in workloads(docs):
+        if doc["kind"] == "Job":
+            continue
         for c in pod_spec(doc)["containers"]:
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if probe not in c:
@@ -53,10 +56,12 @@ def check_probes(docs):
 
 def check_security(docs):
     bad = []
+    # A token only for a service account some RoleBinding of the render grants rights to.
+    bound = {s["name"] for d in docs if d["kind"] == "RoleBinding" for s in d["subjects"] if s["kind"] == "ServiceAccount"}
     for doc in workloads(docs):
         spec = pod_spec(doc)
         pod_sc = spec.get("securityContext", {})
-        if spec.get("automountServiceAccountToken") is not False:
+        if spec.get("automountServiceAccountToken") is not False and spec.get("serviceAccountName") not in bound:
             bad.append(f"{where(doc)}: service-account token mounted")
         if pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
             bad.append(f"{where(doc)}: seccomp profile is not RuntimeDefault")

@@ -37,7 +37,7 @@ def minikube():
 
 
 def test_renders_and_validates_against_the_schemas(docs):
-    assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Service", "ConfigMap", "Secret", "LimitRange", "ResourceQuota", "NetworkPolicy", "PodDisruptionBudget"}
+    assert {d["kind"] for d in docs} >= {"Deployment", "StatefulSet", "Job", "Role", "RoleBinding", "ServiceAccount", "Service", "ConfigMap", "LimitRange", "ResourceQuota", "NetworkPolicy", "PodDisruptionBudget"}
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -100,8 +100,6 @@ def strings(node):
 
 
 def test_redis_secret_persistence_and_memory(minikube):
-    secret = find(minikube, "Secret", "lab8-redis-")
-    assert set(secret["data"]) == {"password", "redis-auth.conf"}
     config = find(minikube, "ConfigMap", "lab8-redis-config-")["data"]["redis.conf"]
     assert "requirepass" not in config.replace("include /run/secrets/lab8-redis/redis-auth.conf", "")
     lines = [l.strip() for l in config.splitlines()]
@@ -110,16 +108,31 @@ def test_redis_secret_persistence_and_memory(minikube):
     redis = find(minikube, "StatefulSet", "lab8-redis")
     limit = policy.quantity(policy.pod_spec(redis)["containers"][0]["resources"]["limits"]["memory"])
     assert maxmemory < 0.8 * limit
-    # The password is set in one place only: a `requirepass <password>` line in
-    # the Secret's redis-auth.conf, holding the Secret's own password; no other
-    # object carries a requirepass directive (a comment may name it).
-    auth = base64.b64decode(secret["data"]["redis-auth.conf"]).decode()
-    password = base64.b64decode(secret["data"]["password"]).decode()
-    assert [l for l in auth.splitlines() if l.strip()] == [f"requirepass {password}"]
-    for doc in minikube:
-        if doc["kind"] != "Secret":
-            assert not any(re.search(r"(?m)^\s*requirepass\s+\S", text) for text in strings(doc)), doc["metadata"]["name"]
     assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_password_is_committed_the_cluster_makes_it(overlay):
+    """No Secret is rendered (nothing secret in the repository or generated
+    before an apply); the password Job makes Secret lab8-redis with both keys
+    the pods mount, and may only create Secrets and read and label that one."""
+    docs = render(overlay)
+    assert not [d for d in docs if d["kind"] == "Secret"], "a Secret in the manifests: its value would be committed"
+    for doc in docs:
+        assert not any(re.search(r"(?m)^\s*requirepass\s+\S", text) for text in strings(doc)), doc["metadata"]["name"]
+    job = find(docs, "Job", "lab8-redis-password")
+    script = "\n".join(policy.pod_spec(job)["containers"][0]["command"])
+    assert "kubectl get secret lab8-redis" in script, "an existing password is kept"
+    assert "--from-file=password=" in script and "--from-file=redis-auth.conf=" in script
+    assert "requirepass %s" in script
+    mounted = {v["secret"]["secretName"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+               for v in policy.pod_spec(d).get("volumes", []) if "secret" in v}
+    assert mounted == {"lab8-redis"}
+    role = find(docs, "Role", "lab8-redis-password")
+    rules = {(tuple(r.get("resourceNames", [])), tuple(r["verbs"])) for r in role["rules"]}
+    assert rules == {((), ("create",)), (("lab8-redis",), ("get", "patch"))}
+    assert all(r["resources"] == ["secrets"] and r["apiGroups"] == [""] for r in role["rules"])
+    assert policy.pod_spec(job)["serviceAccountName"] == "lab8-redis-password"
 
 
 def test_only_lab8_services_reach_redis(minikube):
@@ -184,6 +197,9 @@ def test_checks_catch_violations(minikube):
     assert policy.check_probes(mutated(minikube, lambda d: main_container(d, "lab8-source").pop("livenessProbe")))
     assert policy.check_security(mutated(minikube, lambda d: main_container(d, "lab8-model")["securityContext"].update(readOnlyRootFilesystem=False)))
     assert policy.check_security(mutated(minikube, lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart")).pop("automountServiceAccountToken")))
+    # The password Job's token is allowed only while a RoleBinding grants its account rights.
+    unbound = lambda d: d.remove(find(d, "RoleBinding", "lab8-redis-password"))
+    assert policy.check_security(mutated(minikube, unbound)) == ["Job/lab8-redis-password: service-account token mounted"]
     assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart:latest")))
     assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart")))
     big = lambda d: find(d, "ConfigMap", "lab8-model-artifact-")["binaryData"].update({"model-lab5-1.0.0.zip": "A" * (policy.CONFIGMAP_LIMIT + 1)})
