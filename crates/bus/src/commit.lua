@@ -34,6 +34,8 @@ if ARGV[7] ~= '' then context = cjson.decode(ARGV[7]) end
 local function reject(id, code, reason, payload)
   redis.call('XADD', dead_letters, '*', 'stage', stage, 'reason', reason, 'code', code, 'entry', id, 'payload', payload)
   redis.call('HINCRBY', rejections, reason, 1)
+  -- A stage may index its rejections by code (context.rejected, a hash).
+  if context.rejected and code ~= '' then redis.call('HSET', context.rejected, code, reason) end
 end
 
 local effects = {}

@@ -9,6 +9,7 @@
 --   cluster:<id>     hash count, s0..s7 (sums), q0..q7 (sums of squares) of
 --                    the products' fixed-point features
 --   categories:<id>  sorted set tag -> products
+--   members:<id>     sorted set code -> distance to the centroid
 -- Each effect keeps them equal to a recomputation from the two tables
 -- (`lab8-mart rebuild --check` proves it). Integer arithmetic only, so
 -- adding and then removing a product leaves exactly nothing.
@@ -27,8 +28,15 @@ local function ignore(reason)
   return false
 end
 
--- Adds (sign 1) or removes (sign -1) a product row's contribution to a cluster.
-local function contribute(version, cluster, row, sign)
+-- The search index member of a row: its name, ASCII-lower-cased, and code.
+local function name_key(row, code)
+  if type(row.name) ~= 'string' or row.name == '' then return nil end
+  return string.lower(row.name) .. '\0' .. code
+end
+
+-- Adds (sign 1, with its distance) or removes (sign -1) a product row's
+-- contribution to a cluster.
+local function contribute(version, cluster, row, sign, code, distance)
   local aggregate = model_key(version, 'cluster:' .. cluster)
   local count = redis.call('HINCRBY', aggregate, 'count', sign)
   for i, value in ipairs(row.fixed) do
@@ -40,6 +48,11 @@ local function contribute(version, cluster, row, sign)
     if tonumber(redis.call('ZINCRBY', categories, sign, tag)) <= 0 then
       redis.call('ZREM', categories, tag)
     end
+  end
+  if sign > 0 then
+    redis.call('ZADD', model_key(version, 'members:' .. cluster), distance, code)
+  else
+    redis.call('ZREM', model_key(version, 'members:' .. cluster), code)
   end
   if count <= 0 then
     redis.call('DEL', aggregate)
@@ -67,12 +80,17 @@ effects.upsert = function(code, value)
       local assignments = assignments_of(version)
       local assigned = redis.call('HGET', assignments, code)
       if assigned then
-        contribute(version, cjson.decode(assigned).cluster, old, -1)
+        contribute(version, cjson.decode(assigned).cluster, old, -1, code)
         redis.call('HDEL', assignments, code)
       end
     end
+    local old_name = name_key(old, code)
+    if old_name then redis.call('ZREM', context.names, old_name) end
   end
   redis.call('HSET', context.products, code, value)
+  local new_name = name_key(row, code)
+  if new_name then redis.call('ZADD', context.names, 0, new_name) end
+  redis.call('HDEL', context.rejected, code)
 end
 
 -- A prediction: the product's assignment under the prediction's model, its
@@ -99,11 +117,13 @@ effects.assign = function(code, value)
   if assigned then
     local old_cluster = cjson.decode(assigned).cluster
     if old_cluster ~= prediction.cluster then
-      contribute(version, old_cluster, row, -1)
-      contribute(version, prediction.cluster, row, 1)
+      contribute(version, old_cluster, row, -1, code)
+      contribute(version, prediction.cluster, row, 1, code, prediction.distance)
+    else
+      redis.call('ZADD', model_key(version, 'members:' .. old_cluster), prediction.distance, code)
     end
   else
-    contribute(version, prediction.cluster, row, 1)
+    contribute(version, prediction.cluster, row, 1, code, prediction.distance)
   end
   redis.call('HSET', assignments, code, value)
 end

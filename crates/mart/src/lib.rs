@@ -3,6 +3,7 @@
 //! per-cluster profiles from the model's predictions: incrementally, one
 //! model at a time, with products replaced by newer versions.
 
+pub mod api;
 pub mod clean;
 pub mod materialise;
 pub mod service;

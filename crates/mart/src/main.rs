@@ -4,6 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lab8_bus::{Bus, ConsumerArgs, ConsumerOptions, RedisArgs};
+use lab8_mart::api::{self, ApiState};
 use lab8_mart::materialise::{rebuild_all, render_profiles};
 use lab8_mart::{service, MartConfig, MartMetrics};
 use lab8_service::{ops_router, serve_http, Ops, RuntimeArgs, WaitReadyArgs};
@@ -21,7 +22,7 @@ struct Cli {
     /// Drain what is in the streams, print the cluster profiles and exit.
     #[arg(long)]
     once: bool,
-    /// Health, readiness and metrics address.
+    /// Address of the web page (`/`), the read API (`/api/v1`), health, readiness and metrics.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     listen: SocketAddr,
     /// Least seconds between two recomputations of the cluster profiles.
@@ -86,10 +87,13 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = cli.runtime.shutdown();
-    let (_, server) = serve_http(cli.listen, ops_router(ops.clone()), shutdown.clone())
+    // The read API answers 503 until Redis is connected; /healthz at once.
+    let api = ApiState::default();
+    let (_, server) = serve_http(cli.listen, api::router(api.clone()).merge(ops_router(ops.clone())), shutdown.clone())
         .await
         .with_context(|| format!("LISTEN_ADDR {}", cli.listen))?;
     let bus = Bus::connect(&cli.redis).await?;
+    api.set_bus(bus.clone());
     service::run(bus, config, ops, shutdown).await?;
     server.await??;
     Ok(())

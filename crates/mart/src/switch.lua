@@ -27,7 +27,8 @@ local versions = redis.call('ZRANGE', context.models, 0, -1)
 for _, version in ipairs(versions) do
   if version ~= target then
     for _, cluster in ipairs(redis.call('SMEMBERS', model_key(version, 'clusters'))) do
-      redis.call('UNLINK', model_key(version, 'cluster:' .. cluster), model_key(version, 'categories:' .. cluster))
+      redis.call('UNLINK', model_key(version, 'cluster:' .. cluster), model_key(version, 'categories:' .. cluster),
+        model_key(version, 'members:' .. cluster))
     end
     redis.call('UNLINK', model_key(version, 'clusters'), model_key(version, 'assignments'))
     redis.call('ZREM', context.models, version)

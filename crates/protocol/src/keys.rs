@@ -85,6 +85,16 @@ impl Keys {
     pub fn mart_replaced(&self) -> String {
         self.key("mart:replaced")
     }
+    /// Sorted set of `<name, ASCII-lower-cased>\0<code>` (all score 0): the
+    /// product search's index, read by prefix (`ZRANGE … BYLEX`).
+    pub fn mart_names(&self) -> String {
+        self.key("mart:names")
+    }
+    /// Hash code → reason of the mart's last rejection of that code (cleared
+    /// when a later version of it is accepted): `GET /products/{code}`.
+    pub fn mart_rejected_codes(&self) -> String {
+        self.key("mart:rejected")
+    }
     /// Sorted set model version → when it last started (Unix ms): the newest
     /// is the one the mart moves to.
     pub fn models(&self) -> String {
@@ -97,7 +107,8 @@ impl Keys {
     /// A per-model key: `assignments` (while backfilling), `clusters` (set of
     /// cluster ids), `cluster:<id>` (hash count, s0.., q0..: sums and sums of
     /// squares of the fixed-point features), `categories:<id>` (sorted set
-    /// tag → products).
+    /// tag → products), `members:<id>` (sorted set code → distance to the
+    /// centroid, nearest first).
     pub fn model_key(&self, version: &str, part: &str) -> String {
         format!("{}{version}:{part}", self.mart_model_prefix())
     }
@@ -127,6 +138,8 @@ impl Keys {
             "current": self.mart_current_model(),
             "ignored": self.mart_ignored(),
             "replaced": self.mart_replaced(),
+            "names": self.mart_names(),
+            "rejected": self.mart_rejected_codes(),
             "models": self.models(),
             "model_prefix": self.mart_model_prefix(),
         })
@@ -148,6 +161,8 @@ impl Keys {
             self.mart_current_model(),
             self.mart_ignored(),
             self.mart_replaced(),
+            self.mart_names(),
+            self.mart_rejected_codes(),
             self.models(),
             self.rejections(Stage::Source),
             self.rejections(Stage::Mart),
