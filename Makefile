@@ -39,6 +39,10 @@ cluster-down: ## Stop it and clean up
 e2e: ## The end-to-end test on that cluster (up, apply, test, tear down)
 	scripts/e2e.sh
 
+.PHONY: browser-test
+browser-test: ## The mart's web page in headless Chromium on the sample (screenshots in artifacts/browser)
+	scripts/browser-test.sh
+
 .PHONY: bench-scale
 bench-scale: ## The mart at scale alone (BENCH_SCALE_SIZES, default 0 1M 5M products): latency, memory, rebuild, backfill
 	scripts/bench-scale.sh && cp artifacts/bench/scale.jsonl docs/bench-scale.jsonl

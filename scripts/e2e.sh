@@ -157,6 +157,15 @@ check "the mart pod's log reports batches and rejections by reason" log_has app.
 check "the mart pod's log reports the clusters assigned" log_has app.kubernetes.io/component=mart "mart: predictions stored" clusters_assigned
 check "the model pod's log reports scored batches" log_has app.kubernetes.io/component=model "model: feature batch scored" clusters_assigned
 check "cluster profiles add up to the mart" wait_profiles
+# The mart's read API through its Service: the same clusters, the same count.
+MART_URL="http://$(svc_ip lab8-mart):8081"
+api_sizes_match() {
+  curl -fs "$MART_URL/api/v1/clusters" >"$ARTIFACTS/api-clusters.json" || return 1
+  [ "$(python3 -c 'import json, sys; print(sum(c["size"] for c in json.load(open(sys.argv[1]))["clusters"]))' "$ARTIFACTS/api-clusters.json")" \
+    -eq "$(R HLEN $LAB8_MART_PRODUCTS)" ]
+}
+check "the mart's read API shows clusters adding up to the mart" api_sizes_match
+check "the mart's page is served" sh -c "curl -fs $MART_URL/ | grep -q 'lab8 — the data mart'"
 k logs -l app.kubernetes.io/component=mart --tail=5 >"$ARTIFACTS/mart-log-after-push.txt" 2>&1 || true
 k logs -l app.kubernetes.io/component=model --tail=5 >"$ARTIFACTS/model-log-after-push.txt" 2>&1 || true
 

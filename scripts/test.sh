@@ -18,6 +18,9 @@ cargo test --release --workspace --locked
 log "Kubernetes manifests (offline)"
 scripts/k8s-test.sh
 
+log "the mart's page in headless Chromium"
+scripts/browser-test.sh
+
 # A skipped stage fails the run: only an explicit opt-out skips it (CI never sets it).
 if command -v docker >/dev/null || command -v apt-get >/dev/null; then
   log "container images (make images-test)"

@@ -375,9 +375,49 @@ async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, HttpError> 
     })))
 }
 
+/// Largest sample per cluster of `/map`, and its default.
+pub const MAX_MAP_SAMPLE: usize = 200;
+const DEFAULT_MAP_SAMPLE: usize = 60;
+
+#[derive(Debug, Deserialize)]
+struct MapQuery {
+    per_cluster: Option<usize>,
+}
+
+/// `GET /api/v1/map?per_cluster=`: a random sample of each cluster's
+/// products with their features, for the page's 2-D map (it projects them
+/// on their first two principal components).
+async fn map(State(state): State<ApiState>, Query(query): Query<MapQuery>) -> Result<Json<Value>, HttpError> {
+    let n = query.per_cluster.unwrap_or(DEFAULT_MAP_SAMPLE);
+    if n == 0 || n > MAX_MAP_SAMPLE {
+        return Err(bad_request(format!("per_cluster must be 1..={MAX_MAP_SAMPLE}")));
+    }
+    let bus = state.bus()?;
+    let mut conn = bus.conn.clone();
+    let Some(version) = current_model(&mut conn, bus).await? else {
+        return Ok(Json(json!({"model_version": null, "points": []})));
+    };
+    let mut points = Vec::new();
+    for profile in read_profiles(&mut conn, bus).await? {
+        let codes: Vec<String> = redis::cmd("ZRANDMEMBER")
+            .arg(bus.keys().model_key(&version, &format!("members:{}", profile.cluster)))
+            .arg(n)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        for row in product_rows(&mut conn, bus, codes.iter().map(String::as_str)).await?.into_iter().flatten() {
+            points.push(json!({"cluster": profile.cluster, "code": row.code, "x": row.x}));
+        }
+    }
+    Ok(Json(
+        json!({"model_version": version, "features": FEATURES.iter().map(|f| f.name).collect::<Vec<_>>(), "points": points}),
+    ))
+}
+
 async fn unknown_api() -> HttpError {
     not_found(
-        "no such API route: see /api/v1/clusters, /clusters/{id}/products, /products/{code}, /search?q=, /stats".into(),
+        "no such API route: see /api/v1/clusters, /clusters/{id}/products, /products/{code}, /search?q=, /map, /stats"
+            .into(),
     )
 }
 
@@ -393,6 +433,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/products/{code}", get(product))
         .route("/api/v1/search", get(search))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/map", get(map))
         .route("/api/v1/{*rest}", get(unknown_api))
         .route(
             "/favicon.ico",

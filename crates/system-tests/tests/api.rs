@@ -137,6 +137,18 @@ async fn the_read_api_answers_from_the_mart() {
     assert_eq!(stats["model_version"], model.model_version);
     assert!(stats["backlogs"].as_array().unwrap().iter().all(|b| b["lag"] == 0 && b["pending"] == 0));
 
+    // The map's sample: at most per_cluster products of each cluster, with features.
+    let (status, map) = call(&base, "/api/v1/map?per_cluster=10").await;
+    assert_eq!(status, 200);
+    let points = map["points"].as_array().unwrap();
+    assert_eq!(points.len(), 10 * model.k, "10 of each cluster (each has more)");
+    for point in points {
+        let code = point["code"].as_str().unwrap();
+        assert_eq!(point["cluster"].as_u64(), Some(mart.assignments[code].cluster as u64));
+        assert_eq!(point["x"].as_array().unwrap().len(), 8);
+    }
+    assert_eq!(call(&base, "/api/v1/map?per_cluster=1000").await.0, 400);
+
     // The page.
     let page = get(&format!("{base}/"), Duration::from_secs(5)).await.unwrap();
     assert_eq!(page.status, 200);
