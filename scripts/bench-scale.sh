@@ -77,6 +77,7 @@ for size in $SIZES; do
   record scale_rebuild_seconds "$size" "$secs" s "\"products\":$products,\"rss_kb\":$rss"
 done
 
+if [ "$(rc HLEN "$LAB8_MART_PRODUCTS")" -lt 1000 ]; then log "too few products to train a second model: no backfill figure"; exit 0; fi
 log "a new model rolls: backfill of $(rc HLEN "$LAB8_MART_PRODUCTS") products"
 k=$(rc HLEN "$LAB8_MART_CLUSTERS")
 "$LAB8_BIN/lab8-model" train --k $((k + 1)) --output "$RUN/model-b.zip" >/dev/null

@@ -108,6 +108,12 @@ effects.assign = function(code, value)
   local score = redis.call('ZSCORE', context.models, version)
   if not score then return ignore('retired_model') end
   local current = redis.call('GET', context.current)
+  if not current and redis.call('ZRANGE', context.models, -1, -1)[1] == version then
+    -- The first model becomes current with its first prediction: there is no
+    -- view to keep readable, and its assignments go straight to the mart's table.
+    redis.call('SET', context.current, version)
+    current = version
+  end
   if current and current ~= version then
     local current_score = redis.call('ZSCORE', context.models, current)
     if current_score and tonumber(score) < tonumber(current_score) then return ignore('retired_model') end
