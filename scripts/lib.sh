@@ -102,7 +102,9 @@ mart_accounted() {
   local cli=$1 products replaced ignored rejected
   products=$($cli HLEN "$LAB8_MART_PRODUCTS"); replaced=$($cli GET "$LAB8_MART_REPLACED")
   ignored=$($cli HMGET "$LAB8_MART_IGNORED" unchanged stale | awk '{ s += $1 } END { print s + 0 }')
-  rejected=$($cli HVALS "$LAB8_MART_REJECTIONS" | awk '{ s += $1 } END { print s + 0 }')
+  # Dead letters of raw records only: a malformed prediction is counted in
+  # the same hash but was never a raw record.
+  rejected=$($cli HGETALL "$LAB8_MART_REJECTIONS" | awk 'NR % 2 == 1 { r = $0 } NR % 2 == 0 && r != "malformed_prediction" { s += $0 } END { print s + 0 }')
   echo $((products + ${replaced:-0} + ignored + rejected))
 }
 redis_field() { awk -v f="$1" 'prev == f && !done { print; done = 1 } { prev = $0 }'; }

@@ -10,9 +10,10 @@
 --                    the products' fixed-point features
 --   categories:<id>  sorted set tag -> products
 --   members:<id>     sorted set code -> distance to the centroid
--- Each effect keeps them equal to a recomputation from the two tables
--- (`lab8-mart rebuild --check` proves it). Integer arithmetic only, so
--- adding and then removing a product leaves exactly nothing.
+-- Each effect keeps the aggregates equal to a recomputation from the two
+-- tables (`lab8-mart rebuild --check` proves it; members is not checked).
+-- Integer arithmetic only, so adding and then removing a product leaves
+-- exactly nothing.
 
 local function model_key(version, part)
   return context.model_prefix .. version .. ':' .. part

@@ -120,7 +120,16 @@ pub async fn score_stream(
 pub async fn announce(bus: &Bus, model: &ModelArtifact) -> Result<(), RedisError> {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let mut conn = bus.conn.clone();
-    redis::cmd("ZADD").arg(bus.keys().models()).arg(now_ms as u64).arg(&model.model_version).exec_async(&mut conn).await
+    // NX: the time of the first start counts, so a pod of an older model that
+    // restarts does not become the newest; a retired model (no longer in the
+    // set) that starts again does, which is a rollback.
+    redis::cmd("ZADD")
+        .arg(bus.keys().models())
+        .arg("NX")
+        .arg(now_ms as u64)
+        .arg(&model.model_version)
+        .exec_async(&mut conn)
+        .await
 }
 
 /// Products the backfill reads per page.
@@ -139,6 +148,13 @@ pub async fn backfill(bus: &Bus, model: &ModelArtifact, metrics: &ModelMetrics) 
         metrics.backfill_remaining.set(0.0);
         return Ok(0);
     };
+    // Only the newest announced model backfills: an older one still running
+    // during a rollout would re-score everything for the mart to drop.
+    let newest: Vec<String> = redis::cmd("ZRANGE").arg(keys.models()).arg(-1).arg(-1).query_async(&mut conn).await?;
+    if newest.first() != Some(&model.model_version) {
+        metrics.backfill_remaining.set(0.0);
+        return Ok(0);
+    }
     let assignments = keys.assignments_of(&model.model_version, Some(&current));
     let lock = keys.backfill_lock(&model.model_version);
     let lease_ms = 30_000;
