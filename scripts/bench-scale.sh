@@ -4,7 +4,8 @@
 # generated exports in the official layout (gzip), and at each step
 # (BENCH_SCALE_SIZES products, default "0 1000000 5000000"):
 #   - the end-to-end p50/p99 at a fixed BENCH_SCALE_RATE records/s (default
-#     5000) through the source's HTTP API, until each record has its cluster;
+#     5000, in POSTs of 50) through the source's HTTP API, until each record
+#     has its cluster;
 #   - the mart's peak and current RSS (its memory must not follow the table);
 #   - the time of a full `lab8-mart rebuild --check`.
 # Then a new model (k + 1) rolls: the backfill rate until the mart switches.
@@ -66,7 +67,7 @@ for size in $SIZES; do
   fi
   products=$(rc HLEN "$LAB8_MART_PRODUCTS")
   log "$products products in the mart: end-to-end latency at $RATE records/s"
-  LAB8_MART_ASSIGNMENTS=$LAB8_MART_ASSIGNMENTS python3 bench/latency.py "http://127.0.0.1:$sport/products" "$REDIS_PORT" "$RATE" 15 >"$RUN/lat.json"
+  LATENCY_BATCH=50 LAB8_MART_ASSIGNMENTS=$LAB8_MART_ASSIGNMENTS python3 bench/latency.py "http://127.0.0.1:$sport/products" "$REDIS_PORT" "$RATE" 15 >"$RUN/lat.json"
   record scale_e2e_p50_ms "$size" "$(field p50_ms <"$RUN/lat.json")" ms "\"products\":$products,\"rate\":$(field rate <"$RUN/lat.json")"
   record scale_e2e_p99_ms "$size" "$(field p99_ms <"$RUN/lat.json")" ms "\"products\":$products"
   wait_settled
