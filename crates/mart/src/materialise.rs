@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
-use lab8_bus::maintenance::scan_hash;
 use lab8_bus::{CommitScript, VERSION_LUA};
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow};
 use lab8_protocol::version::FIXED_POINT_SCALE;
@@ -305,15 +304,6 @@ pub fn differences(incremental: &Aggregates, rebuilt: &Aggregates) -> Vec<String
         }
     }
     out
-}
-
-/// The products of the table, for tests and small tools (reads it all).
-pub async fn read_products(conn: &mut ConnectionManager, keys: &Keys) -> Result<Vec<ProductRow>, MartError> {
-    scan_hash(conn, &keys.mart_products())
-        .await?
-        .into_iter()
-        .map(|(_, json)| serde_json::from_str(&json).map_err(MartError::from))
-        .collect()
 }
 
 /// The profiles as a text table.

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lab8_bus::ingest::{add_dead_letters, add_new_products, VersionedProduct};
 use lab8_bus::Bus;
 use lab8_protocol::messages::{DeadLetter, Stage};
+use lab8_protocol::version::version_of;
 use lab8_protocol::Keys;
 use redis::aio::ConnectionManager;
 use redis::RedisError;
@@ -97,7 +98,8 @@ impl From<Vec<SourceRecord>> for Prepared {
             match record {
                 Ok(product) => {
                     let payload = serde_json::to_string(&product).expect("RawProduct serialises");
-                    let version = product.version();
+                    // The payload is the product's canonical JSON: hash it, not a second serialisation.
+                    let version = version_of(product.last_modified, payload.as_bytes());
                     prepared.products.push(VersionedProduct { code: product.code, version, payload });
                 }
                 Err(rejection) => {
