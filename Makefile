@@ -17,7 +17,7 @@ build: ## Build the workspace (release, all targets)
 
 .PHONY: model-sync k8s-test
 model-sync: ## Copy the model artifact (dist/) into the kustomize tree
-	source scripts/lib.sh && cp "$$LAB8_ARTIFACT" k8s/base/model/
+	source scripts/lib.sh && cp "$$LAB8_ARTIFACT" k8s/base/config/
 
 k8s-test: ## Offline manifest tests (render, schemas, policies)
 	scripts/k8s-test.sh

@@ -1,5 +1,6 @@
 # kubectl with a shell, for the Job that makes the Redis password inside the
-# cluster on first install (k8s/base/redis-password/job.yaml). From the
+# cluster on first install (k8s/base/redis-password/job.yaml) and the init
+# containers that order rolling updates (wait-rollout). From the
 # repository root:
 #   docker build -f Dockerfiles/kubectl.Dockerfile -t lab8/kubectl:1.0.0 .
 # With a registry it starts from bitnami/kubectl; offline,
@@ -11,8 +12,9 @@ ARG VERSION=1.0.0
 LABEL org.opencontainers.image.title="lab8-kubectl" org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.description="kubectl and a shell for lab8's in-cluster setup Jobs" \
       org.opencontainers.image.licenses="Apache-2.0"
+COPY scripts/in-cluster/wait-rollout /usr/local/bin/wait-rollout
 USER 65532:65532
-# Smoke test: kubectl, the shell and the tools the Job's script uses run here.
-RUN ["sh", "-c", "kubectl version --client >/dev/null && head -c 1 /dev/urandom | base64 >/dev/null && tr --version >/dev/null"]
+# Smoke test: kubectl, the shell and the tools the scripts use run here.
+RUN ["sh", "-c", "kubectl version --client >/dev/null && head -c 1 /dev/urandom | base64 >/dev/null && tr --version >/dev/null && command -v wait-rollout >/dev/null"]
 ENTRYPOINT []
 CMD ["kubectl", "version", "--client"]

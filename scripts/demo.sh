@@ -26,7 +26,7 @@ stage source-load "$LAB8_BIN/lab8-source" load --category-from-file-name --quiet
 stage mart-clean "$LAB8_BIN/lab8-mart" --once --consumer-name demo
 stage model-train "$LAB8_BIN/lab8-model" train --output "$LAB8_ARTIFACT"
 # kustomize reads only files inside its tree: keep its copy equal to dist/.
-cp "$LAB8_ARTIFACT" k8s/base/model/
+cp "$LAB8_ARTIFACT" k8s/base/config/
 stage model-unpack "$LAB8_BIN/lab8-model" unpack "$LAB8_ARTIFACT" "$RUN_DIR/model"
 MODEL_DIR="$RUN_DIR/model" stage model-score "$LAB8_BIN/lab8-model" serve --once --consumer-name demo
 stage mart-materialise "$LAB8_BIN/lab8-mart" --once --consumer-name demo

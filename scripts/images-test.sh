@@ -38,12 +38,12 @@ mkdir -p "$WORK/secret" "$WORK/model" "$WORK/redis"
 head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$WORK/secret/password"
 printf 'requirepass %s\n' "$(cat "$WORK/secret/password")" >"$WORK/secret/redis-auth.conf"
 chmod 644 "$WORK/secret/"*
-cp k8s/base/redis/redis.conf "$WORK/redis/redis.conf"
+cp k8s/base/config/redis.conf "$WORK/redis/redis.conf"
 chown 65532:65532 "$WORK/model"
 
 docker network create --internal "$RUN" >/dev/null
 common=(--network "$RUN" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
-        -v "$WORK/secret:/run/secrets/lab8-redis:ro" --env-file k8s/base/config.env)
+        -v "$WORK/secret:/run/secrets/lab8-redis:ro" --env-file k8s/base/config/config.env)
 
 log "starting redis"
 docker run -d --name "$RUN-redis" --network-alias lab8-redis "${common[@]}" --user 999:999 \

@@ -29,6 +29,12 @@ def where(doc, container=None):
     return f"{text} {container['name']}" if container else text
 
 
+def token_volumes(doc):
+    """Names of the pod's projected volumes that carry a service-account token."""
+    return [v["name"] for v in pod_spec(doc).get("volumes", [])
+            if any("serviceAccountToken" in s for s in v.get("projected", {}).get("sources", []))]
+
+
 def check_resources(docs):
     bad = []
     for doc in workloads(docs):
@@ -56,13 +62,21 @@ def check_probes(docs):
 
 def check_security(docs):
     bad = []
-    # A token only for a service account some RoleBinding of the render grants rights to.
+    # A token only for a service account some RoleBinding of the render grants
+    # rights to; mounted into every container only in a Job (the services never get one).
     bound = {s["name"] for d in docs if d["kind"] == "RoleBinding" for s in d["subjects"] if s["kind"] == "ServiceAccount"}
     for doc in workloads(docs):
         spec = pod_spec(doc)
         pod_sc = spec.get("securityContext", {})
-        if spec.get("automountServiceAccountToken") is not False and spec.get("serviceAccountName") not in bound:
+        if spec.get("automountServiceAccountToken") is not False and (doc["kind"] != "Job" or spec.get("serviceAccountName") not in bound):
             bad.append(f"{where(doc)}: service-account token mounted")
+        # A token projected by hand: a bound account, and only init containers mount it.
+        for volume in token_volumes(doc):
+            if spec.get("serviceAccountName") not in bound:
+                bad.append(f"{where(doc)}: token volume {volume} of an account no RoleBinding grants rights to")
+            for kind, c in all_containers(doc):
+                if kind == "container" and any(m["name"] == volume for m in c.get("volumeMounts", [])):
+                    bad.append(f"{where(doc, c)}: mounts the token volume {volume}")
         if pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
             bad.append(f"{where(doc)}: seccomp profile is not RuntimeDefault")
         for _, c in all_containers(doc):
@@ -142,6 +156,18 @@ def config_env(docs):
     return env
 
 
+def account_may_watch(docs, account, deployment):
+    """Does a Role bound to `account` grant get and watch on Deployment `deployment`?"""
+    roles = {b["roleRef"]["name"] for b in docs if b["kind"] == "RoleBinding"
+             for s in b["subjects"] if s["kind"] == "ServiceAccount" and s["name"] == account}
+    for role in (d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] in roles):
+        for rule in role["rules"]:
+            if "deployments" in rule["resources"] and deployment in rule.get("resourceNames", [deployment]) \
+                    and {"get", "watch"} <= set(rule["verbs"]):
+                return True
+    return False
+
+
 def check_addresses(docs):
     """Every address a service is configured with names a Service and port that exist,
     and every Service selects pods that expose its target port."""
@@ -157,6 +183,9 @@ def check_addresses(docs):
                 u = urlparse(arg)
                 if not service_answers(docs, u.hostname or "", u.port or 80):
                     bad.append(f"{where(doc, c)}: waits for {arg}, which names no Service")
+            for name in args[1:] if args[:1] == ["wait-rollout"] else []:
+                if not account_may_watch(docs, pod_spec(doc).get("serviceAccountName"), name):
+                    bad.append(f"{where(doc, c)}: waits for deployment {name}, which its account may not watch")
     for name, svc in services(docs).items():
         selector = svc["spec"].get("selector") or {}
         matches = [w for w in workloads(docs) if selector and all(w["spec"]["template"]["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]

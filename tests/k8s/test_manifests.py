@@ -75,16 +75,36 @@ def test_model_zip_shipped_as_configmap_and_unpacked_by_the_model_image(minikube
 
 def test_committed_artifact_is_the_one_kustomize_ships():
     dist = (ROOT / "dist/model-lab5-1.0.0.zip").read_bytes()
-    shipped = (ROOT / "k8s/base/model/model-lab5-1.0.0.zip").read_bytes()
+    shipped = (ROOT / "k8s/base/config/model-lab5-1.0.0.zip").read_bytes()
     assert hashlib.sha256(dist).hexdigest() == hashlib.sha256(shipped).hexdigest(), "run `make model-sync`"
     assert len(dist) < policy.CLIENT_SIDE_APPLY_LIMIT, "above 256 KiB: document kubectl apply --server-side"
 
 
-def test_start_order_source_mart_model(minikube):
-    mart = policy.pod_spec(find(minikube, "Deployment", "lab8-mart"))
-    model = policy.pod_spec(find(minikube, "Deployment", "lab8-model"))
-    assert mart["initContainers"][-1]["args"] == ["wait-ready", "http://lab8-source:8080/readyz"]
-    assert model["initContainers"][-1]["args"] == ["wait-ready", "http://lab8-mart:8081/readyz"]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rollout_order_source_mart_model(overlay):
+    """The mart waits for the source's rollout, the model for the mart's, with a
+    token that may only read those two Deployments; the apply order writes an
+    upstream's spec before its downstream's (fifo, source → mart → model)."""
+    docs = render(overlay)
+    mart = policy.pod_spec(find(docs, "Deployment", "lab8-mart"))
+    model = policy.pod_spec(find(docs, "Deployment", "lab8-model"))
+    assert mart["initContainers"][-1]["args"] == ["wait-rollout", "lab8-source"]
+    assert model["initContainers"][-1]["args"] == ["wait-rollout", "lab8-mart"]
+    assert mart["initContainers"][-1]["image"].split(":")[0] == "lab8/kubectl"
+    assert policy.pod_spec(find(docs, "Deployment", "lab8-source")).get("initContainers", []) == []
+    deployments = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"]
+    assert deployments == ["lab8-source", "lab8-mart", "lab8-model"]
+    role = find(docs, "Role", "lab8-rollout-order")
+    assert role["rules"] == [{"apiGroups": ["apps"], "resources": ["deployments"],
+                              "resourceNames": ["lab8-source", "lab8-mart"], "verbs": ["get", "list", "watch"]}]
+    for spec in (mart, model):
+        assert spec["serviceAccountName"] == "lab8-rollout-order" and spec["automountServiceAccountToken"] is False
+    # Nothing a pod mounts is applied after it.
+    index = {(d["kind"], d["metadata"]["name"]): i for i, d in enumerate(docs)}
+    for doc in policy.workloads(docs):
+        for volume in policy.pod_spec(doc).get("volumes", []):
+            if "configMap" in volume:
+                assert index[("ConfigMap", volume["configMap"]["name"])] < index[(doc["kind"], doc["metadata"]["name"])]
 
 
 def strings(node):
@@ -205,8 +225,12 @@ def test_checks_catch_violations(minikube):
     big = lambda d: find(d, "ConfigMap", "lab8-model-artifact-")["binaryData"].update({"model-lab5-1.0.0.zip": "A" * (policy.CONFIGMAP_LIMIT + 1)})
     assert policy.check_configmap_sizes(mutated(minikube, big))
     assert policy.check_addresses(mutated(minikube, lambda d: find(d, "Service", "lab8-redis")["metadata"].update(name="redis")))
-    wrong_wait = lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart"))["initContainers"][0].update(args=["wait-ready", "http://lab8-src:8080/readyz"])
+    token_in_service = lambda d: main_container(d, "lab8-mart")["volumeMounts"].append({"name": "rollout-order-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    assert policy.check_security(mutated(minikube, token_in_service)) == ["Deployment/lab8-mart mart: mounts the token volume rollout-order-token"]
+    wrong_wait = lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart"))["initContainers"][0].update(args=["wait-rollout", "lab8-src"])
     assert policy.check_addresses(mutated(minikube, wrong_wait))
+    unbound_order = lambda d: d.remove(find(d, "RoleBinding", "lab8-rollout-order"))
+    assert len(policy.check_security(mutated(minikube, unbound_order))) == 2
     assert policy.check_rollout(mutated(minikube, lambda d: find(d, "Deployment", "lab8-source")["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)))
 
 
