@@ -82,6 +82,18 @@ ensure_venv() {
     || "$LAB8_VENV/bin/pip" install -q -r "$LAB8_ROOT/tests/requirements.txt"
 }
 
+# Helm v3, built from the Go module proxy like the cluster's components and
+# cached beside them (helm.sh/helm/v3 has no replace directives: go install works).
+HELM_VERSION=v3.22.0
+HELM=${HELM:-$HOME/.cache/lab8/helm-$HELM_VERSION/helm}
+ensure_helm() {
+  [ -x "$HELM" ] && return 0
+  command -v go >/dev/null || die "Go is needed to build Helm (https://go.dev/dl), or set HELM to a helm binary"
+  log "building Helm $HELM_VERSION from the Go module proxy"
+  CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local GOBIN=$(dirname "$HELM") \
+    go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
 # Test scripts' results: check DESCRIPTION COMMAND... counts and prints the
 # result; require stops the script when its check fails.
 passed=0; failed=0

@@ -1,0 +1,303 @@
+{{/* Labels every object carries (the kustomize base's, managed by Helm). */}}
+{{- define "lab8.labels" -}}
+app.kubernetes.io/part-of: lab8
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{/* Selector labels of a component: (dict "component" "mart") */}}
+{{- define "lab8.selector" -}}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/name: lab8-{{ .component }}
+app.kubernetes.io/part-of: lab8
+{{- end }}
+
+{{/* Labels of a component's objects: (dict "root" $ "component" "mart") */}}
+{{- define "lab8.componentLabels" -}}
+{{ include "lab8.labels" .root }}
+app.kubernetes.io/name: lab8-{{ .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Every container: non-root, read-only root, no capabilities. */}}
+{{- define "lab8.containerSecurity" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+{{- end }}
+
+{{- define "lab8.redisSecretName" -}}
+{{ .Values.redis.existingSecret | default "lab8-redis" }}
+{{- end }}
+
+{{/* The Redis password: the one in the cluster's Secret when there is one
+(kept across upgrades), else a new random one. Memoised in .Values so that
+every template of one render sees the same value. */}}
+{{- define "lab8.redisPassword" -}}
+{{- if not (hasKey .Values.redis "generatedPassword") -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace "lab8-redis" -}}
+{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
+{{- $_ := set .Values.redis "generatedPassword" (index $existing.data "password" | b64dec) -}}
+{{- else -}}
+{{- $_ := set .Values.redis "generatedPassword" (randAlphaNum 32) -}}
+{{- end -}}
+{{- end -}}
+{{- .Values.redis.generatedPassword -}}
+{{- end }}
+
+{{/* What the pods mount from the Redis Secret, hashed: a new password rolls them. */}}
+{{- define "lab8.redisSecretChecksum" -}}
+{{- if .Values.redis.existingSecret -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.redis.existingSecret -}}
+{{- toJson (($secret | default dict).data | default dict) | sha256sum -}}
+{{- else -}}
+{{- include "lab8.redisPassword" . | sha256sum -}}
+{{- end -}}
+{{- end }}
+
+{{/* The settings: files/config.env, then .Values.config on top. */}}
+{{- define "lab8.config" -}}
+{{- $config := dict -}}
+{{- range .Files.Lines "files/config.env" -}}
+{{- if and . (not (hasPrefix "#" .)) -}}
+{{- $pair := regexSplit "=" . 2 -}}
+{{- $_ := set $config (index $pair 0) (index $pair 1) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $value := .Values.config -}}
+{{- $_ := set $config $key (toString $value) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end }}
+
+{{- define "lab8.redisConfig" -}}
+{{ .Values.redis.config | default (.Files.Get "files/redis.conf") }}
+{{- end }}
+
+{{/* The Redis password file (one key), as every service mounts it. */}}
+{{- define "lab8.redisSecretVolume" -}}
+- name: redis-secret
+  secret:
+    secretName: {{ include "lab8.redisSecretName" . }}
+    items:
+      - key: password
+        path: password
+    defaultMode: 0440
+{{- end }}
+
+{{/* A service Deployment: (dict "root" $ "component" "mart" "port" 8081
+"args" (list) "upstream" "source" "initContainers" "…yaml…" "volumes" "…"
+"volumeMounts" "…" "annotations" (dict)) */}}
+{{- define "lab8.deployment" -}}
+{{- $root := .root -}}
+{{- $values := index $root.Values .component -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: lab8-{{ .component }}
+  labels:
+    {{- include "lab8.componentLabels" . | nindent 4 }}
+spec:
+  replicas: {{ $values.replicas }}
+  revisionHistoryLimit: 5
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+  selector:
+    matchLabels:
+      {{- include "lab8.selector" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "lab8.componentLabels" . | nindent 8 }}
+      annotations:
+        checksum/config: {{ include "lab8.config" $root | sha256sum }}
+        checksum/redis-secret: {{ include "lab8.redisSecretChecksum" $root }}
+        {{- range $key, $value := .annotations }}
+        {{ $key }}: {{ $value }}
+        {{- end }}
+    spec:
+      {{- if .upstream }}
+      serviceAccountName: lab8-rollout-order
+      {{- end }}
+      automountServiceAccountToken: false
+      # preStop (5 s) + SHUTDOWN_TIMEOUT_SECS (25 s) + margin: the batch in
+      # hand is finished and acknowledged before the kubelet's SIGKILL.
+      terminationGracePeriodSeconds: 35
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        fsGroup: 65532
+        seccompProfile:
+          type: RuntimeDefault
+      {{- if or .initContainers .upstream }}
+      initContainers:
+        {{- with .initContainers }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        {{- if .upstream }}
+        # Rolling-update order source → mart → model: this pod starts once
+        # lab8-{{ .upstream }} has rolled out; at once when it is not deployed.
+        - name: wait-for-{{ .upstream }}
+          image: {{ $root.Values.kubectl.image }}
+          imagePullPolicy: IfNotPresent
+          args: ["wait-rollout", "lab8-{{ .upstream }}"]
+          env:
+            - name: HOME
+              value: /tmp
+          resources:
+            requests: {cpu: 10m, memory: 32Mi}
+            limits: {cpu: 200m, memory: 128Mi}
+          {{- include "lab8.containerSecurity" . | nindent 10 }}
+          volumeMounts:
+            - name: rollout-order-token
+              mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+        {{- end }}
+      {{- end }}
+      containers:
+        - name: {{ .component }}
+          image: {{ $values.image }}
+          imagePullPolicy: IfNotPresent
+          args: {{ toJson .args }}
+          ports:
+            - name: http
+              containerPort: {{ .port }}
+          envFrom:
+            - configMapRef:
+                name: lab8-config
+          env:
+            - name: LISTEN_ADDR
+              value: "0.0.0.0:{{ .port }}"
+            - name: CONSUMER_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+          resources:
+            {{- toYaml $values.resources | nindent 12 }}
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: 2
+            failureThreshold: 90
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+            periodSeconds: 5
+            failureThreshold: 2
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            periodSeconds: 10
+            failureThreshold: 3
+          lifecycle:
+            # Keep serving while the endpoint is removed from the Services,
+            # so a rolling update drops no request.
+            preStop:
+              sleep:
+                seconds: 5
+          {{- include "lab8.containerSecurity" . | nindent 10 }}
+          volumeMounts:
+            - name: redis-secret
+              mountPath: /run/secrets/lab8-redis
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+            {{- with .volumeMounts }}
+            {{- . | nindent 12 }}
+            {{- end }}
+      volumes:
+        {{- if .upstream }}
+        # The token of lab8-rollout-order, for the wait-rollout init container only.
+        - name: rollout-order-token
+          projected:
+            sources:
+              - serviceAccountToken:
+                  path: token
+                  expirationSeconds: 3600
+              - configMap:
+                  name: kube-root-ca.crt
+                  items:
+                    - key: ca.crt
+                      path: ca.crt
+              - downwardAPI:
+                  items:
+                    - path: namespace
+                      fieldRef:
+                        fieldPath: metadata.namespace
+        {{- end }}
+        {{- include "lab8.redisSecretVolume" $root | nindent 8 }}
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- with .volumes }}
+        {{- . | nindent 8 }}
+        {{- end }}
+{{- end }}
+
+{{/* A service's Service and PodDisruptionBudget: (dict "root" $ "component" "mart" "port" 8081) */}}
+{{- define "lab8.serviceAndBudget" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: lab8-{{ .component }}
+  labels:
+    {{- include "lab8.componentLabels" . | nindent 4 }}
+spec:
+  selector:
+    {{- include "lab8.selector" . | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ .port }}
+      targetPort: http
+{{- if .root.Values.podDisruptionBudgets.enabled }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: lab8-{{ .component }}
+  labels:
+    {{- include "lab8.componentLabels" . | nindent 4 }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      {{- include "lab8.selector" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* A NetworkPolicy admitting `from` (a list of peers; empty: anyone) to the component's port. */}}
+{{- define "lab8.networkPolicy" -}}
+{{- if .root.Values.networkPolicies.enabled }}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: lab8-{{ .component }}
+  labels:
+    {{- include "lab8.componentLabels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "lab8.selector" . | nindent 6 }}
+  policyTypes:
+    - Ingress
+  ingress:
+    - {{- with .from }}
+      from:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        - port: {{ .port }}
+{{- end }}
+{{- end }}
