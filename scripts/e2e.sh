@@ -162,9 +162,11 @@ helm_lab8() { # helm_lab8 STAGE [--set …]: one step, as a user runs it
 wait_services() { # wait_services SERVICE...: their rollouts complete
   local svc; for svc in "$@"; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
 }
-runs_tag() { # runs_tag SERVICE TAG: its Deployment runs TAG and every pod of it is at TAG (it rolled)
+runs_tag() { # runs_tag SERVICE TAG: its Deployment runs TAG and every live pod of it is at TAG (it rolled)
+  local images; images=$(k get pods -l "app.kubernetes.io/component=$1" \
+    -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{(index .spec.containers 0).image}}{{"\n"}}{{end}}{{end}}')
   [ "$(k get deployment "lab8-$1" -o jsonpath='{.spec.template.spec.containers[0].image}')" = "lab8/$1:$2" ] \
-    && [ -z "$(k get pods -l "app.kubernetes.io/component=$1" -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | grep -v ":$2\$")" ]
+    && [ -n "$images" ] && [ -z "$(grep -v ":$2\$" <<<"$images")" ]
 }
 deployments() { k get deployments -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}'; }
 kc delete namespace "$NS" --ignore-not-found --wait=true --timeout=120s

@@ -162,14 +162,23 @@ def test_only_lab8_services_reach_redis(minikube):
     assert find(minikube, "NetworkPolicy", "lab8-default-deny")["spec"]["policyTypes"] == ["Ingress"]
 
 
-def test_minikube_fits_a_two_cpu_four_gib_node_with_surge(minikube):
-    cpu = policy.footprint(minikube, "cpu")
-    memory = policy.footprint(minikube, "memory")
-    assert cpu <= 2 * 0.75, f"requests {cpu} CPU leave no room for the system on 2 CPUs"
-    assert memory <= 4 * 2**30 * 0.5
+# The smallest node `minikube start` makes by default: 2 CPUs, and 25 % of the
+# host's memory clamped to 2,200..6,000 MB (minikube's suggestMemoryAllocation),
+# so 2,200 MB on a host with 8 GiB or less. kube-system requests 750m CPU and
+# 170 MiB on it (kubeadm's apiserver 250m, controller-manager 200m, scheduler
+# 100m, etcd 100m/100Mi, CoreDNS 100m/70Mi). k8s/README states this size.
+MINIKUBE_NODE = {"cpu": 2.0, "memory": 2200 * 2**20}
+KUBE_SYSTEM_REQUESTS = {"cpu": 0.75, "memory": 170 * 2**20}
+
+
+def test_minikube_fits_minikubes_default_node_with_surge(minikube):
+    for resource in ("cpu", "memory"):
+        free = MINIKUBE_NODE[resource] - KUBE_SYSTEM_REQUESTS[resource]
+        need = policy.footprint(minikube, resource)
+        assert need <= free, f"requests.{resource} {need} with a surge pod each exceed the {free} left on minikube's default node"
     quota = find(minikube, "ResourceQuota", "lab8-quota")["spec"]["hard"]
-    assert policy.quantity(quota["requests.cpu"]) >= cpu
-    assert policy.quantity(quota["requests.memory"]) >= memory
+    assert policy.quantity(quota["requests.cpu"]) >= policy.footprint(minikube, "cpu")
+    assert policy.quantity(quota["requests.memory"]) >= policy.footprint(minikube, "memory")
 
 
 def test_minikube_quota_admits_the_scale_out_to_three(minikube):
@@ -180,7 +189,9 @@ def test_minikube_quota_admits_the_scale_out_to_three(minikube):
         for resource in ("cpu", "memory"):
             need = policy.footprint(minikube, resource, section=section, replicas=three)
             assert policy.quantity(quota[f"{section}.{resource}"]) >= need, f"{section}.{resource}: quota below {need}"
-    assert policy.footprint(minikube, "cpu", replicas=three) <= 2 * 0.75, "3 replicas must still fit the node's 2 CPUs"
+    for resource in ("cpu", "memory"):
+        assert policy.footprint(minikube, resource, replicas=three) <= MINIKUBE_NODE[resource] - KUBE_SYSTEM_REQUESTS[resource], \
+            f"3 replicas must still fit minikube's default node ({resource})"
 
 
 def test_production_scales_out():
