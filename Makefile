@@ -29,6 +29,10 @@ images: ## Build the four images (no registry needed)
 images-test: ## Run the images as containers on a private network and reconcile
 	scripts/images-test.sh
 
+.PHONY: minikube
+minikube: ## With minikube installed: start it, build and load the images, apply the minikube overlay, wait
+	scripts/minikube.sh
+
 .PHONY: cluster-up cluster-down e2e
 cluster-up: ## A real single-node Kubernetes from registry packages (host processes)
 	scripts/cluster/up.sh

@@ -2,14 +2,19 @@
 # Builds the lab8 images (source, mart, model, redis, kubectl), tagged with the
 # workspace version, from Dockerfiles/ — here, without any registry:
 #  - starts dockerd (installing docker.io from apt) when no engine answers;
-#  - makes local base images from a debootstrap'd Debian 12 rootfs when the
-#    standard ones are absent: lab8/debian-cc (glibc + libgcc only, like
+#  - LAB8_BUILD=prebuilt (default): makes local base images from a
+#    debootstrap'd Debian 12 rootfs: lab8/debian-cc (glibc + libgcc only, like
 #    distroless/cc), lab8/debian-redis (the redis-server package) and
-#    lab8/debian-kubectl (that Debian with a kubectl binary, for the Job that
-#    makes the Redis password in the cluster);
-#  - builds the binaries on the host (same glibc as the base) and passes
+#    lab8/debian-kubectl (that Debian with a kubectl binary); builds the
+#    binaries on the host (same glibc as the base) and passes
 #    BINARIES=prebuilt to the shared build stage (Dockerfiles/build.Dockerfile),
-#    so no Rust image is needed; each service image copies its binary from it.
+#    so no Rust image is needed;
+#  - LAB8_BUILD=registry: the path of every user with a registry, the
+#    Dockerfiles unmodified (no base-image arguments): everything compiled
+#    inside Docker (Rust builder, cargo-chef, BuildKit cache mounts). Base
+#    images that cannot be pulled get local stand-ins under the names the
+#    Dockerfiles use (make_standins): the Rust image is that Debian with gcc
+#    and this host's Rust toolchain, distroless/cc is lab8/debian-cc, and so on.
 # Prints each image's size. Env: IMAGE_PREFIX (default lab8), TAG (default
 # the workspace version).
 set -euo pipefail
@@ -24,6 +29,12 @@ ROOTFS_CACHE=${ROOTFS_CACHE:-$HOME/.cache/lab8/rootfs}
 CC_BASE=lab8/debian-cc:12
 REDIS_BASE=lab8/debian-redis:12
 KUBECTL_BASE=lab8/debian-kubectl:12
+# The base images the Dockerfiles name by default (their ARG lines).
+default_arg() { sed -n "s/^ARG $2=//p" "Dockerfiles/$1.Dockerfile"; }
+RUST_IMAGE=$(default_arg build RUST_IMAGE)
+RUNTIME_IMAGE=$(default_arg source RUNTIME_IMAGE)
+REDIS_IMAGE=$(default_arg redis REDIS_IMAGE)
+KUBECTL_IMAGE=$(default_arg kubectl KUBECTL_IMAGE)
 
 ensure_docker() {
   if ! command -v dockerd >/dev/null; then
@@ -50,15 +61,16 @@ pick_docker_client() {
   export DOCKER_BUILDKIT=1
 }
 
-# The debootstrap'd Debian 12 rootfs (minbase + redis-server), cached as a tarball.
+# rootfs_tarball NAME PACKAGES: a debootstrap'd Debian 12 minbase with
+# PACKAGES (comma-separated), cached as a tarball.
 rootfs_tarball() {
-  local tarball=$ROOTFS_CACHE/bookworm-redis.tar
+  local tarball=$ROOTFS_CACHE/bookworm-$1.tar
   if [ ! -s "$tarball" ]; then
     apt_install debootstrap
-    local dir; dir=$(mktemp -d "$ROOTFS_CACHE.XXXXXX")
-    log "debootstrap Debian 12 (minbase + redis-server) into $dir"
     mkdir -p "$ROOTFS_CACHE"
-    debootstrap --variant=minbase --include=redis-server bookworm "$dir" http://deb.debian.org/debian >"$dir.log" 2>&1 \
+    local dir; dir=$(mktemp -d "$ROOTFS_CACHE.XXXXXX")
+    log "debootstrap Debian 12 (minbase + $2) into $dir"
+    debootstrap --variant=minbase --include="$2" bookworm "$dir" http://deb.debian.org/debian >"$dir.log" 2>&1 \
       || die "debootstrap failed: see $dir.log"
     rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
     tar -C "$dir" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
@@ -117,12 +129,84 @@ ensure_base_images() {
   docker image inspect "$CC_BASE" >/dev/null 2>&1 || need+=(cc)
   docker image inspect "$REDIS_BASE" >/dev/null 2>&1 || need+=(redis)
   [ ${#need[@]} -eq 0 ] && return 0
-  local tarball; tarball=$(rootfs_tarball)
+  local tarball; tarball=$(rootfs_tarball redis redis-server)
   if [[ " ${need[*]} " == *" cc "* ]]; then log "making $CC_BASE"; make_cc_base "$tarball"; fi
   if [[ " ${need[*]} " == *" redis "* ]]; then
     log "making $REDIS_BASE"
     docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$REDIS_BASE" >/dev/null
   fi
+}
+
+# The Rust builder stand-in: Debian 12 with gcc, libc6-dev and CA
+# certificates (as rust:slim) and this host's Rust toolchain (bin and lib,
+# no docs), laid out as the official image (CARGO_HOME=/usr/local/cargo).
+make_rust_standin() {
+  ensure_rust
+  local tarball toolchain version work
+  tarball=$(rootfs_tarball rust gcc,libc6-dev,ca-certificates)
+  toolchain=$(rustc --print sysroot)
+  version=$(rustc --version | awk '{ print $2 }')
+  [[ "$RUST_IMAGE" == *":${version%.*}"* ]] || log "note: the Dockerfile names $RUST_IMAGE, the host's Rust is $version"
+  work=$(mktemp -d)
+  tar -C "$work" -xf "$tarball"
+  mkdir -p "$work/usr/local/rustup/toolchains/$version" "$work/usr/local/cargo/bin"
+  cp -a "$toolchain/bin" "$toolchain/lib" "$work/usr/local/rustup/toolchains/$version/"
+  tar -C "$work" -c . | docker import \
+    --change 'ENV CARGO_HOME=/usr/local/cargo' \
+    --change "ENV PATH=/usr/local/cargo/bin:/usr/local/rustup/toolchains/$version/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    --message "stand-in for $RUST_IMAGE: Debian 12 + gcc + Rust $version (lab8 build-images.sh)" - "$RUST_IMAGE" >/dev/null
+  rm -rf "$work"
+}
+
+# make_standins: every base image the Dockerfiles name that is neither here
+# nor pullable gets a local stand-in under that name.
+make_standins() {
+  local image
+  for image in "$RUST_IMAGE" "$RUNTIME_IMAGE" "$REDIS_IMAGE" "$KUBECTL_IMAGE"; do
+    docker image inspect "$image" >/dev/null 2>&1 && continue
+    docker pull -q "$image" >/dev/null 2>&1 && continue
+    log "no $image (no registry): making a local stand-in"
+    case $image in
+      "$RUST_IMAGE") make_rust_standin ;;
+      "$RUNTIME_IMAGE") docker tag "$CC_BASE" "$image" ;;
+      "$REDIS_IMAGE") docker tag "$REDIS_BASE" "$image" ;;
+      "$KUBECTL_IMAGE") docker tag "$KUBECTL_BASE" "$image" ;;
+    esac
+  done
+}
+
+# The registry path: the Dockerfiles as committed, only the version passed.
+build_registry_path() {
+  log "building $PREFIX/build:$TAG in Docker (Rust builder, cargo-chef, BuildKit cache mounts)"
+  "${DOCKER[@]}" build -f Dockerfiles/build.Dockerfile -t "$PREFIX/build:$TAG" . 2>&1 | tail -n 3
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "the registry path's build stage failed"
+  for svc in source mart model; do
+    log "building $PREFIX/$svc:$TAG"
+    "${DOCKER[@]}" build -q -f "Dockerfiles/$svc.Dockerfile" -t "$PREFIX/$svc:$TAG" \
+      --build-arg BUILD_IMAGE="$PREFIX/build:$TAG" --build-arg VERSION="$TAG" . >/dev/null
+  done
+  for name in redis kubectl; do
+    log "building $PREFIX/$name:$TAG"
+    "${DOCKER[@]}" build -q -f "Dockerfiles/$name.Dockerfile" -t "$PREFIX/$name:$TAG" --build-arg VERSION="$TAG" . >/dev/null
+  done
+}
+
+# The path of this machine: binaries built on the host, local bases.
+build_prebuilt_path() {
+  stage_binaries
+  log "building $PREFIX/build:$TAG (the shared build stage)"
+  "${DOCKER[@]}" build -q -f Dockerfiles/build.Dockerfile -t "$PREFIX/build:$TAG" --build-arg BINARIES=prebuilt . >/dev/null
+  for svc in source mart model; do
+    log "building $PREFIX/$svc:$TAG"
+    "${DOCKER[@]}" build -q -f "Dockerfiles/$svc.Dockerfile" -t "$PREFIX/$svc:$TAG" --build-arg BUILD_IMAGE="$PREFIX/build:$TAG" \
+      --build-arg RUNTIME_IMAGE="$CC_BASE" --build-arg VERSION="$TAG" . >/dev/null
+  done
+  log "building $PREFIX/redis:$TAG"
+  "${DOCKER[@]}" build -q -f Dockerfiles/redis.Dockerfile -t "$PREFIX/redis:$TAG" \
+    --build-arg REDIS_IMAGE="$REDIS_BASE" --build-arg VERSION="$TAG" . >/dev/null
+  log "building $PREFIX/kubectl:$TAG"
+  "${DOCKER[@]}" build -q -f Dockerfiles/kubectl.Dockerfile -t "$PREFIX/kubectl:$TAG" \
+    --build-arg KUBECTL_IMAGE="$KUBECTL_BASE" --build-arg VERSION="$TAG" . >/dev/null
 }
 
 stage_binaries() {
@@ -139,20 +223,11 @@ main() {
   pick_docker_client
   ensure_base_images
   if [ -n "${KUBECTL_NEEDED:-}" ]; then log "making $KUBECTL_BASE"; make_kubectl_base; fi
-  stage_binaries
-  log "building $PREFIX/build:$TAG (the shared build stage)"
-  "${DOCKER[@]}" build -q -f Dockerfiles/build.Dockerfile -t "$PREFIX/build:$TAG" --build-arg BINARIES=prebuilt . >/dev/null
-  for svc in source mart model; do
-    log "building $PREFIX/$svc:$TAG"
-    "${DOCKER[@]}" build -q -f "Dockerfiles/$svc.Dockerfile" -t "$PREFIX/$svc:$TAG" --build-arg BUILD_IMAGE="$PREFIX/build:$TAG" \
-      --build-arg RUNTIME_IMAGE="$CC_BASE" --build-arg VERSION="$TAG" . >/dev/null
-  done
-  log "building $PREFIX/redis:$TAG"
-  "${DOCKER[@]}" build -q -f Dockerfiles/redis.Dockerfile -t "$PREFIX/redis:$TAG" \
-    --build-arg REDIS_IMAGE="$REDIS_BASE" --build-arg VERSION="$TAG" . >/dev/null
-  log "building $PREFIX/kubectl:$TAG"
-  "${DOCKER[@]}" build -q -f Dockerfiles/kubectl.Dockerfile -t "$PREFIX/kubectl:$TAG" \
-    --build-arg KUBECTL_IMAGE="$KUBECTL_BASE" --build-arg VERSION="$TAG" . >/dev/null
+  case ${LAB8_BUILD:-prebuilt} in
+    prebuilt) build_prebuilt_path ;;
+    registry) make_standins; build_registry_path ;;
+    *) die "LAB8_BUILD must be prebuilt or registry, not '$LAB8_BUILD'" ;;
+  esac
   printf '%-24s %10s\n' image size
   for name in source mart model redis kubectl; do
     local bytes; bytes=$(docker image inspect --format '{{.Size}}' "$PREFIX/$name:$TAG")
