@@ -26,8 +26,9 @@ k8s-test: ## Offline manifest tests (render, schemas, policies)
 images: ## Build the four images (no registry needed)
 	scripts/build-images.sh
 
-images-test: ## Run the images as containers on a private network and reconcile
+images-test: ## Run the images as containers on a private network and reconcile; both build paths
 	scripts/images-test.sh
+	source scripts/lib.sh && LAB8_BUILD=registry TAG=$$LAB8_VERSION-registry scripts/images-test.sh
 
 .PHONY: minikube
 minikube: ## With minikube installed: start it, build and load the images, apply the minikube overlay, wait

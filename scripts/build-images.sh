@@ -21,7 +21,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$LAB8_ROOT"
 
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$LAB8_VERSION
 TAG=${TAG:-$VERSION}
 PREFIX=${IMAGE_PREFIX:-lab8}
 [ "$TAG" != latest ] || die "refusing the tag 'latest': pin a version"
@@ -140,6 +140,7 @@ ensure_base_images() {
 # The Rust builder stand-in: Debian 12 with gcc, libc6-dev and CA
 # certificates (as rust:slim) and this host's Rust toolchain (bin and lib,
 # no docs), laid out as the official image (CARGO_HOME=/usr/local/cargo).
+# Remove it (docker rmi) to have it made again.
 make_rust_standin() {
   ensure_rust
   local tarball toolchain version work
@@ -151,6 +152,9 @@ make_rust_standin() {
   tar -C "$work" -xf "$tarball"
   mkdir -p "$work/usr/local/rustup/toolchains/$version" "$work/usr/local/cargo/bin"
   cp -a "$toolchain/bin" "$toolchain/lib" "$work/usr/local/rustup/toolchains/$version/"
+  # It trusts what this host trusts (the CA of a TLS-inspecting proxy, if
+  # any), so that Cargo reaches crates.io from inside the build as it does here.
+  [ -s /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$work/etc/ssl/certs/ca-certificates.crt"
   tar -C "$work" -c . | docker import \
     --change 'ENV CARGO_HOME=/usr/local/cargo' \
     --change "ENV PATH=/usr/local/cargo/bin:/usr/local/rustup/toolchains/$version/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \

@@ -4,13 +4,16 @@
 # redis.conf), source, mart, and model with MODEL_DIR pointing at the artifact
 # unpacked by the model image itself. Pushes the bundled sample in through the
 # source image, reconciles the mart, reads the mart's and the model's logs.
+# LAB8_BUILD=registry (with another TAG) runs the same test on images built
+# by the Dockerfiles as they are (see build-images.sh), and checks that the
+# legacy builder stops with a message naming BuildKit.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$LAB8_ROOT"
 
 scripts/build-images.sh
 DOCKER=(docker)
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$LAB8_VERSION
 TAG=${TAG:-$VERSION}
 PREFIX=${IMAGE_PREFIX:-lab8}
 RUN=lab8-it-$$
@@ -125,5 +128,12 @@ docker stop -t 30 "$RUN-mart" "$RUN-model" "$RUN-source" >/dev/null
 for c in mart model source; do
   check "$c exited 0 after SIGTERM" test "$(docker inspect -f '{{.State.ExitCode}}' "$RUN-$c")" -eq 0
 done
+if [ "${LAB8_BUILD:-prebuilt}" = registry ]; then
+  log "the legacy builder on the registry path"
+  DOCKER_BUILDKIT=0 docker build -f Dockerfiles/build.Dockerfile . >"$WORK/legacy.txt" 2>&1 && legacy=built || legacy=stopped
+  cat "$WORK/legacy.txt" | tail -n 2
+  check "the legacy builder stops with a message naming BuildKit" \
+    sh -c "[ $legacy = stopped ] && grep -q BuildKit $WORK/legacy.txt"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

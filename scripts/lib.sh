@@ -6,6 +6,8 @@ LAB8_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # clone so a fresh clone reuses it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lab8/target}
 LAB8_BIN=$CARGO_TARGET_DIR/release
+# The workspace version: the images' tag.
+LAB8_VERSION=$(awk -F'"' '/^version = / { print $2; exit }' "$LAB8_ROOT/Cargo.toml")
 # Stream and key names, generated from crates/protocol (never spelled in scripts).
 # shellcheck source=keys.sh
 source "$LAB8_ROOT/scripts/keys.sh"

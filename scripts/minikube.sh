@@ -12,7 +12,7 @@ cd "$LAB8_ROOT"
 MINIKUBE=${MINIKUBE:-minikube}
 command -v "$MINIKUBE" >/dev/null || die "minikube not found: install it (https://minikube.sigs.k8s.io/docs/start/), or use make e2e for a cluster built here"
 command -v kubectl >/dev/null || die "kubectl (with kustomize) is needed"
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+VERSION=$LAB8_VERSION
 
 "$MINIKUBE" status >/dev/null 2>&1 || { log "starting minikube"; "$MINIKUBE" start; }
 log "building the images (LAB8_BUILD=${LAB8_BUILD:-prebuilt})"

@@ -23,8 +23,9 @@ scripts/browser-test.sh
 
 # A skipped stage fails the run: only an explicit opt-out skips it (CI never sets it).
 if command -v docker >/dev/null || command -v apt-get >/dev/null; then
-  log "container images (make images-test)"
+  log "container images (make images-test): binaries built here, then the Dockerfiles as they are"
   scripts/images-test.sh
+  LAB8_BUILD=registry TAG="$LAB8_VERSION-registry" scripts/images-test.sh
 elif [ "${LAB8_SKIP_IMAGES:-0}" = 1 ]; then
   log "SKIPPED images-test (LAB8_SKIP_IMAGES=1)"
 else
