@@ -12,12 +12,11 @@ import os
 import re
 import subprocess
 
-import kubernetes_validate
 import pytest
 import yaml
 
 import policy
-from test_manifests import KUBERNETES_VERSION, ROOT, find, render
+from test_manifests import KUBERNETES_VERSION, POLICY_CHECKS, ROOT, find, render, validate
 
 CHART = ROOT / "charts/lab8"
 HELM = os.environ.get("HELM", "helm")
@@ -100,11 +99,10 @@ def test_parity_check_catches_drift(chart):
 
 
 def test_chart_render_validates_against_the_schemas(chart):
-    for doc in chart:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    validate(chart)
 
 
-@pytest.mark.parametrize("check", [policy.check_resources, policy.check_probes, policy.check_security, policy.check_images, policy.check_configmap_sizes, policy.check_labels, policy.check_addresses, policy.check_rollout])
+@pytest.mark.parametrize("check", POLICY_CHECKS)
 def test_policy(chart, check):
     assert check(chart) == []
 
