@@ -232,10 +232,10 @@ main() {
     registry) make_standins; build_registry_path ;;
     *) die "LAB8_BUILD must be prebuilt or registry, not '$LAB8_BUILD'" ;;
   esac
-  printf '%-24s %10s\n' image size
+  printf '%-30s %10s\n' image size
   for name in source mart model redis kubectl; do
     local bytes; bytes=$(docker image inspect --format '{{.Size}}' "$PREFIX/$name:$TAG")
-    awk -v n="$PREFIX/$name:$TAG" -v b="$bytes" 'BEGIN { printf "%-24s %7.1f MB\n", n, b / 1e6 }'
+    awk -v n="$PREFIX/$name:$TAG" -v b="$bytes" 'BEGIN { printf "%-30s %7.1f MB\n", n, b / 1e6 }'
   done
 }
 
