@@ -2,7 +2,7 @@
 //! temporary directory, stopped when dropped.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,17 @@ impl Drop for RedisServer {
 
 /// Runs a binary with the given env (and nothing else inherited but PATH),
 /// returns its exit status and everything it printed.
+/// The repository root, found at run time from the crate cargo runs the test
+/// in: a target directory shared by clones at other paths (CI, `~/.cache`)
+/// keeps test binaries compiled in another clone, whose compile-time
+/// `CARGO_MANIFEST_DIR` may no longer exist.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../..")
+}
+
 pub fn run_binary(binary: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
     let mut command = Command::new(binary);
     command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());

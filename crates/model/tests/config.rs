@@ -32,7 +32,7 @@ fn missing_or_corrupt_models_fail_fast_naming_model_dir() {
         "{output}"
     );
     // The committed artifact, unpacked by the binary itself, serves.
-    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_ARTIFACT_PATH);
+    let zip = lab8_bus::testing::repo_root().join(DEFAULT_ARTIFACT_PATH);
     let out = dir.path().join("unpacked");
     let (status, output) = run_binary(
         Path::new(MODEL),

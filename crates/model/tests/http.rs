@@ -1,7 +1,6 @@
 //! /predict over a real socket with the committed artifact: answers, refuses
 //! malformed and oversized bodies with a 4xx, keeps serving.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use lab8_service::{client, serve_http, Ops, Shutdown};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predict_answers_and_refuses_bad_bodies() {
-    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_ARTIFACT_PATH);
+    let zip = lab8_bus::testing::repo_root().join(DEFAULT_ARTIFACT_PATH);
     let model = Arc::new(ModelArtifact::read_zip(&zip).unwrap());
     let shutdown = Shutdown::default();
     let ops = Ops::default();

@@ -221,11 +221,13 @@ mod tests {
     /// Scripts source `scripts/keys.sh`; it must be what the code says.
     #[test]
     fn scripts_keys_file_is_generated_from_here() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/keys.sh");
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        // At run time: a shared target dir may hold a binary compiled in another clone.
+        let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let path = format!("{crate_dir}/../../scripts/keys.sh");
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
         let expected = format!("{}{}", KEYS_FILE_HEADER, Keys::default().shell_assignments());
         if std::env::var_os("LAB8_REGENERATE").is_some() {
-            std::fs::write(path, &expected).expect("write scripts/keys.sh");
+            std::fs::write(&path, &expected).expect("write scripts/keys.sh");
             return;
         }
         assert_eq!(committed, expected, "scripts/keys.sh is stale: run LAB8_REGENERATE=1 cargo test -p lab8-protocol");

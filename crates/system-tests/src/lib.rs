@@ -7,7 +7,7 @@ pub mod harness;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    lab8_bus::testing::repo_root()
 }
 
 /// The bundled OpenFoodFacts sample's files, sorted.
