@@ -8,6 +8,7 @@ use lab8_bus::{Bus, ConsumerArgs, ConsumerOptions, RedisArgs};
 use lab8_model::artifact::{unpack, ModelArtifact, DEFAULT_ARTIFACT_PATH};
 use lab8_model::service::{backfill, backfill_loop, router, score_stream, training_rows, ModelMetrics};
 use lab8_model::train::{train, KChoice, TrainOptions};
+use lab8_service::auth::ApiAuthArgs;
 use lab8_service::{serve_http, Ops, RuntimeArgs, Shutdown, WaitReadyArgs};
 
 /// lab8-model: KMeans training, the model artifact, and scoring.
@@ -61,6 +62,8 @@ enum Command {
         /// products while this model is newer than the mart's current one).
         #[arg(long, env = "BACKFILL_INTERVAL_SECS", default_value_t = 10)]
         backfill_interval_secs: u64,
+        #[command(flatten)]
+        auth: ApiAuthArgs,
     },
     /// Unpack a model zip into a directory (the init container's job).
     Unpack { zip: PathBuf, dir: PathBuf },
@@ -107,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
             println!("artifact: {}", output.display());
             Ok(())
         }
-        Command::Serve { redis, consumer, model_dir, listen, max_body_bytes, once, backfill_interval_secs } => {
+        Command::Serve { redis, consumer, model_dir, listen, max_body_bytes, once, backfill_interval_secs, auth } => {
+            // Checked first: a bad setting fails fast (not needed by --once, which serves no HTTP).
+            let auth = if once { None } else { Some(auth.load()?) };
             let model = Arc::new(ModelArtifact::load_dir(&model_dir)?);
             tracing::info!(model_version = %model.model_version, k = model.k, dir = %model_dir.display(), "model loaded");
             let bus = Bus::connect(&redis).await?;
@@ -127,7 +132,13 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = cli.runtime.shutdown();
             let (_, server) = serve_http(
                 listen,
-                router(model.clone(), ops.clone(), metrics.clone(), max_body_bytes),
+                router(
+                    model.clone(),
+                    ops.clone(),
+                    metrics.clone(),
+                    max_body_bytes,
+                    auth.expect("loaded unless --once"),
+                ),
                 shutdown.clone(),
             )
             .await

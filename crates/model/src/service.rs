@@ -14,6 +14,7 @@ use lab8_bus::{commit, consume, Bus, CommitScript, CommitTarget, ConsumerOptions
 use lab8_protocol::keys::{MODEL_GROUP, PAYLOAD_FIELD};
 use lab8_protocol::messages::{FeatureRow, ProductRow, Stage};
 use lab8_protocol::{Reason, N_FEATURES};
+use lab8_service::auth::{require_token, ApiAuth};
 use lab8_service::{label, ops_router, CounterFamily, FloatGauge, HttpError, Metrics, Ops, PlainCounter, Shutdown};
 use redis::RedisError;
 use serde::{Deserialize, Serialize};
@@ -299,18 +300,24 @@ async fn predict(State(state): State<ApiState>, body: axum::body::Bytes) -> Resu
     Ok(Json(answer.expect("response serialises")))
 }
 
-/// The model's HTTP API with the ops endpoints.
-pub fn router(model: Arc<ModelArtifact>, ops: Ops, metrics: ModelMetrics, max_body_bytes: usize) -> Router {
+/// The model's HTTP API: `POST /predict` behind `auth`; `GET /model` and
+/// the ops endpoints open.
+pub fn router(
+    model: Arc<ModelArtifact>,
+    ops: Ops,
+    metrics: ModelMetrics,
+    max_body_bytes: usize,
+    auth: ApiAuth,
+) -> Router {
     let info = serde_json::json!({
         "model_version": model.model_version,
         "k": model.k,
         "features": model.features,
         "training": model.training,
     });
-    Router::new()
+    let predict = Router::new()
         .route("/predict", post(predict))
-        .route("/model", get(move || async move { Json(info) }))
         .with_state(ApiState { model, metrics })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .merge(ops_router(ops))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    require_token(predict, auth).route("/model", get(move || async move { Json(info) })).merge(ops_router(ops))
 }

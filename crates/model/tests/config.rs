@@ -45,3 +45,19 @@ fn missing_or_corrupt_models_fail_fast_naming_model_dir() {
     assert_eq!(status, Some(0), "{output}");
     assert!(output.contains("model loaded"), "{output}");
 }
+
+/// Serving /predict with no token configured fails fast, naming the setting
+/// (before Redis or the model are touched).
+#[test]
+fn serving_without_a_token_fails_fast_naming_api_token_file() {
+    let (status, output) =
+        run_binary(Path::new(MODEL), &["serve"], &[("MODEL_DIR", "/nonexistent")], Duration::from_secs(10));
+    assert!(status.is_some_and(|c| c != 0) && output.contains("API_TOKEN_FILE"), "{status:?} {output}");
+    let (status, output) = run_binary(
+        Path::new(MODEL),
+        &["serve"],
+        &[("MODEL_DIR", "/nonexistent"), ("API_TOKEN", "short")],
+        Duration::from_secs(10),
+    );
+    assert!(status.is_some_and(|c| c != 0) && output.contains("at least 16 characters"), "{status:?} {output}");
+}

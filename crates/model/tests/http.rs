@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use lab8_model::artifact::{ModelArtifact, DEFAULT_ARTIFACT_PATH};
 use lab8_model::service::{router, ModelMetrics, PredictResponse};
+use lab8_service::auth::testing::{assert_bearer_required, bearer, TEST_TOKEN};
+use lab8_service::auth::{ApiAuth, Token};
 use lab8_service::{client, serve_http, Ops, Shutdown};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,11 +16,15 @@ async fn predict_answers_and_refuses_bad_bodies() {
     let model = Arc::new(ModelArtifact::read_zip(&zip).unwrap());
     let shutdown = Shutdown::default();
     let ops = Ops::default();
-    let app = router(model.clone(), ops.clone(), ModelMetrics::register(&ops.metrics), 16 * 1024);
+    let auth = ApiAuth::Token(Token::new(TEST_TOKEN).unwrap());
+    let app = router(model.clone(), ops.clone(), ModelMetrics::register(&ops.metrics), 16 * 1024, auth);
     let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
     let call = |body: Vec<u8>| async move {
         let url = format!("http://{addr}/predict");
-        let response = client::request("POST", &url, body, Duration::from_secs(10)).await.expect("POST /predict");
+        let (name, value) = bearer();
+        let response = client::request_with_headers("POST", &url, &[(name, &value)], body, Duration::from_secs(10))
+            .await
+            .expect("POST /predict");
         Ok::<_, ()>((response.status, response.body))
     };
     let cookie = r#"{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}"#;
@@ -50,6 +56,12 @@ async fn predict_answers_and_refuses_bad_bodies() {
     }
     let (status, _) = call(cookie.as_bytes().to_vec()).await.unwrap();
     assert_eq!(status, 200, "still serving");
+    // Without the right bearer token: 401; GET /model and the ops endpoints stay open.
+    assert_eq!(assert_bearer_required(&format!("http://{addr}/predict"), cookie.as_bytes()).await, 200);
+    for path in ["/model", "/healthz", "/metrics"] {
+        let response = client::get(&format!("http://{addr}{path}"), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(response.status, 200, "{path}");
+    }
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }

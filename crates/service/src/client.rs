@@ -28,13 +28,23 @@ impl std::error::Error for ClientError {}
 
 /// One request with a JSON body (empty for none).
 pub async fn request(method: &str, url: &str, body: Vec<u8>, timeout: Duration) -> Result<Response, ClientError> {
+    request_with_headers(method, url, &[], body, timeout).await
+}
+
+/// One request with a JSON body and extra headers (`authorization`, …).
+pub async fn request_with_headers(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| ClientError(format!("{url}: {e}")))?;
+    let mut builder = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| ClientError(format!("{url}: {e}")))?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let exchange = async {
         let response = client.request(request).await.map_err(|e| ClientError(format!("{url}: {e}")))?;

@@ -1,6 +1,7 @@
 //! What every lab8 service shares at run time: logging, SIGTERM handling,
 //! `/healthz` `/readyz` `/metrics` (a `prometheus-client` registry), an
-//! HTTP client, and waiting for a dependency to be ready.
+//! HTTP client, bearer tokens for the write APIs, and waiting for a
+//! dependency to be ready.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+pub mod auth;
 pub mod client;
 
 /// Log format (`LOG_FORMAT`): `text` for people, `json` for the cluster.

@@ -6,6 +6,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use lab8_service::auth::{require_token, ApiAuth};
 use lab8_service::{label, ops_router, CounterFamily, HttpError, Metrics, Ops};
 use serde::Serialize;
 
@@ -89,12 +90,10 @@ async fn ingest(State(state): State<AppState>, body: Bytes) -> Result<Json<Inges
     }))
 }
 
-/// The source's HTTP API.
-pub fn router(loader: Loader, ops: Ops, max_body_bytes: usize) -> Router {
+/// The source's HTTP API: `POST /products` behind `auth`, the ops endpoints open.
+pub fn router(loader: Loader, ops: Ops, max_body_bytes: usize, auth: ApiAuth) -> Router {
     let state = AppState { loader, metrics: SourceMetrics::register(&ops.metrics) };
-    Router::new()
-        .route("/products", post(ingest))
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .merge(ops_router(ops))
+    let ingest =
+        Router::new().route("/products", post(ingest)).with_state(state).layer(DefaultBodyLimit::max(max_body_bytes));
+    require_token(ingest, auth).merge(ops_router(ops))
 }

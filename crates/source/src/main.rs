@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lab8_bus::{Bus, RedisArgs};
+use lab8_service::auth::ApiAuthArgs;
 use lab8_service::{serve_http, Ops, RuntimeArgs, WaitReadyArgs};
 use lab8_source::http::{router, DEFAULT_MAX_BODY_BYTES};
 use lab8_source::input::{Format, ReadOptions};
@@ -51,6 +52,8 @@ enum Command {
         /// Largest accepted request body.
         #[arg(long, env = "MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        #[command(flatten)]
+        auth: ApiAuthArgs,
     },
     /// Wait until every URL answers 200 (init containers).
     WaitReady(WaitReadyArgs),
@@ -73,13 +76,15 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve { listen, max_body_bytes } => {
+        Command::Serve { listen, max_body_bytes, auth } => {
+            let auth = auth.load()?;
             let shutdown = cli.runtime.shutdown();
             let bus = Bus::connect(&cli.redis).await?;
             let ops = Ops::default();
-            let (_, server) = serve_http(listen, router(Loader::new(&bus), ops.clone(), max_body_bytes), shutdown)
-                .await
-                .with_context(|| format!("LISTEN_ADDR {listen}"))?;
+            let (_, server) =
+                serve_http(listen, router(Loader::new(&bus), ops.clone(), max_body_bytes, auth), shutdown)
+                    .await
+                    .with_context(|| format!("LISTEN_ADDR {listen}"))?;
             ops.readiness.set(true);
             server.await??;
             tracing::info!("source stopped");

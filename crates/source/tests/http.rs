@@ -7,11 +7,17 @@ use std::time::Duration;
 use lab8_bus::inspect::entries_added;
 use lab8_bus::testing::RedisServer;
 use lab8_bus::Bus;
+use lab8_service::auth::testing::{assert_bearer_required, bearer, TEST_TOKEN};
+use lab8_service::auth::{ApiAuth, Token};
 use lab8_service::{client, serve_http, Ops, Shutdown};
 use lab8_source::http::router;
 use lab8_source::Loader;
 
 const PRODUCT: &str = r#"{"code":"h1","product_name":"Bread","energy_100g":1000,"fat_100g":3}"#;
+
+fn token() -> ApiAuth {
+    ApiAuth::Token(Token::new(TEST_TOKEN).unwrap())
+}
 
 async fn raw_count(bus: &Bus) -> u64 {
     entries_added(&mut bus.conn.clone(), &bus.keys().raw_stream()).await.unwrap()
@@ -23,10 +29,13 @@ async fn ingest_over_http_and_refuse_bad_bodies() {
     let bus = redis.bus("h:").await;
     let ops = Ops::default();
     let shutdown = Shutdown::default();
-    let app = router(Loader::new(&bus), ops.clone(), 64 * 1024);
+    let app = router(Loader::new(&bus), ops.clone(), 64 * 1024, token());
     let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
     let call = |method: &'static str, path: &'static str, body: Vec<u8>| async move {
-        let response = client::request(method, &format!("http://{addr}{path}"), body, Duration::from_secs(10)).await;
+        let (name, value) = bearer();
+        let url = format!("http://{addr}{path}");
+        let response =
+            client::request_with_headers(method, &url, &[(name, &value)], body, Duration::from_secs(10)).await;
         let response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         Ok::<_, ()>((response.status, response.body))
     };
@@ -71,7 +80,7 @@ async fn a_full_redis_is_a_503_the_client_can_retry_and_nothing_acknowledged_is_
     let bus = redis.bus("full:").await;
     let mut conn = bus.conn.clone();
     let shutdown = Shutdown::default();
-    let app = router(Loader::new(&bus), Ops::default(), 4 * 1024 * 1024);
+    let app = router(Loader::new(&bus), Ops::default(), 4 * 1024 * 1024, ApiAuth::Open);
     let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
     let url = format!("http://{addr}/products");
     let batch = |n: usize| {
@@ -120,6 +129,30 @@ async fn a_full_redis_is_a_503_the_client_can_retry_and_nothing_acknowledged_is_
     assert!(again.body.contains(r#""sent":0"#), "a retry adds nothing twice: {}", again.body);
     let sent: u64 = serde_json::from_str::<serde_json::Value>(&retried.body).unwrap()["sent"].as_u64().unwrap();
     assert_eq!(raw_count(&bus).await, acknowledged + sent);
+    shutdown.trigger();
+    server.await.unwrap().unwrap();
+}
+
+/// `POST /products` needs the bearer token (missing, wrong, truncated,
+/// extended, another scheme: 401, nothing written); the ops endpoints do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_requires_the_bearer_token_and_ops_stay_open() {
+    let redis = RedisServer::start();
+    let bus = redis.bus("auth:").await;
+    let ops = Ops::default();
+    ops.readiness.set(true);
+    let shutdown = Shutdown::default();
+    let app = router(Loader::new(&bus), ops, 64 * 1024, token());
+    let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();
+    let url = format!("http://{addr}/products");
+    assert_eq!(assert_bearer_required(&url, PRODUCT.as_bytes()).await, 200);
+    assert_eq!(raw_count(&bus).await, 1, "only the authorised request wrote");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = client::get(&format!("http://{addr}{path}"), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(response.status, 200, "{path}");
+    }
+    let response = client::get(&format!("http://{addr}/nothing"), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(response.status, 404, "an unknown path is not a 401");
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }

@@ -80,6 +80,7 @@ impl Services {
             .env("TRIM_ACKNOWLEDGED", "true")
             .env("MODEL_DIR", &self.model_dir)
             .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("API_TOKEN", lab8_service::auth::testing::TEST_TOKEN)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
