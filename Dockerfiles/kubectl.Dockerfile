@@ -1,5 +1,5 @@
 # kubectl with a shell, for the Job that makes the Redis password inside the
-# cluster on first install (k8s/base/redis-password/job.yaml) and the init
+# cluster on first install (k8s/base/secrets/job.yaml) and the init
 # containers that order rolling updates (wait-rollout). From the
 # repository root:
 #   docker build -f Dockerfiles/kubectl.Dockerfile -t lab8/kubectl:1.0.0 .

@@ -13,6 +13,10 @@ import threading
 import time
 import urllib.request
 
+# The write API's bearer token (the bench's services get the same API_TOKEN).
+HEADERS = {"content-type": "application/json",
+           **({"authorization": f"Bearer {os.environ['API_TOKEN']}"} if os.environ.get("API_TOKEN") else {})}
+
 # Records per POST (LATENCY_BATCH, default 20): larger batches let one
 # Python thread hold higher rates.
 BATCH = int(os.environ.get("LATENCY_BATCH", "20"))
@@ -54,7 +58,7 @@ def main():
             item["fat_100g"] = 5 + (i % 20)  # all valid: fat + carbs + proteins + fiber ≤ 96 g
             batch.append(item)
             i += 1
-        request = urllib.request.Request(url, data=json.dumps(batch).encode(), headers={"content-type": "application/json"})
+        request = urllib.request.Request(url, data=json.dumps(batch).encode(), headers=HEADERS)
         t = time.perf_counter()
         urllib.request.urlopen(request, timeout=10).read()
         with lock:

@@ -5,6 +5,9 @@
 # BENCH_REPEATS (default 3; the largest size runs once).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+# The write APIs' bearer token, as in the cluster: the services started here
+# require it, the load generators (latency.py, wrk's post.lua) send it.
+export API_TOKEN; API_TOKEN=$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')
 cd "$LAB8_ROOT"
 
 SIZES=${BENCH_SIZES:-"16014 1000000 5000000"}

@@ -63,6 +63,15 @@ connect() {
   PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
   export REDISCLI_AUTH; REDISCLI_AUTH=$(k get secret lab8-redis -o jsonpath='{.data.password}' | base64 -d)
   REDIS_HOST=$(svc_ip lab8-redis)
+  # The write APIs' bearer token (push.py reads LAB8_API_TOKEN).
+  export LAB8_API_TOKEN; LAB8_API_TOKEN=$(k get secret lab8-api-token -o jsonpath='{.data.token}' | base64 -d)
+}
+PREDICT_BODY='{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}'
+predict() { # predict [CURL_ARGS...]: POST /predict with the token, prints the answer
+  curl -fs -X POST -H 'content-type: application/json' -H "authorization: Bearer $LAB8_API_TOKEN" --data "$PREDICT_BODY" "$@" "$PREDICT_URL"
+}
+predict_status() { # predict_status HEADER...: the HTTP status of POST /predict with those headers only
+  curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' "$@" --data "$PREDICT_BODY" "$PREDICT_URL"
 }
 R() { redis-cli -h "$REDIS_HOST" --raw "$@"; }   # assertions from the host, through the Service
 in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
@@ -188,7 +197,8 @@ redis_pod_uid=$(k get pod lab8-redis-0 -o jsonpath='{.metadata.uid}')
 check "step 1: only the model runs (and Redis)" test "$(deployments)" = "lab8-model "
 check "step 1: the model did not wait for the mart, which is not deployed" \
   sh -c "$CLUSTER_BIN/kubectl -n $NS logs deploy/lab8-model -c wait-for-mart | grep -q 'lab8-mart is not deployed: no wait'"
-check "step 1: the model alone answers /predict" sh -c "curl -fs -X POST -H 'content-type: application/json' --data '{\"energy_kj\":2100,\"fat_g\":25,\"saturated_fat_g\":12,\"carbohydrates_g\":60,\"sugars_g\":30,\"fiber_g\":2,\"proteins_g\":6,\"salt_g\":0.6}' $PREDICT_URL | grep -q '\"cluster\":[0-9]'"
+answers_cluster() { predict | grep -q '"cluster":[0-9]'; }
+check "step 1: the model alone answers /predict" answers_cluster
 check "step 1: Helm printed the manual test (NOTES.txt)" grep -q "The manual test" "$ARTIFACTS/helm-step-1.txt"
 
 # Step 2: the source joins; the model rolls to the step's tag.
@@ -239,14 +249,15 @@ for overlay in k8s/overlays/*/; do
 done
 kc apply -k "$OVERLAY" | tee "$ARTIFACTS/apply.txt"
 # The Redis password is made in the cluster; every pod waits for it.
-check "the password Job made Secret lab8-redis in the cluster" k wait --for=condition=complete job/lab8-redis-password --timeout=180s
-k logs job/lab8-redis-password >"$ARTIFACTS/password-job.txt"
-check "the Secret holds a password and the Redis config line" \
-  sh -c "[ \"\$($CLUSTER_BIN/kubectl -n $NS get secret lab8-redis -o go-template='{{range \$k, \$v := .data}}{{\$k}} {{end}}')\" = 'password redis-auth.conf ' ]"
+check "the secrets Job made Secrets lab8-redis and lab8-api-token in the cluster" k wait --for=condition=complete job/lab8-secrets --timeout=180s
+k logs job/lab8-secrets >"$ARTIFACTS/secrets-job.txt"
+secret_keys() { k get secret "$1" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'; }
+check "the Secrets hold a password and the Redis config line, and a token" \
+  test "$(secret_keys lab8-redis)/$(secret_keys lab8-api-token)" = "password redis-auth.conf /token "
 k rollout status statefulset/lab8-redis --timeout=300s
 for svc in source mart model; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
-# (The password Job's pod runs to completion: it is not a serving pod.)
-check "every pod is Ready" k wait --for=condition=Ready pods -l 'app.kubernetes.io/component!=redis-password' --timeout=120s
+# (The secrets Job's pod runs to completion: it is not a serving pod.)
+check "every pod is Ready" k wait --for=condition=Ready pods -l 'app.kubernetes.io/component!=secrets' --timeout=120s
 # Captured for docs/REPORT.md.
 k get pods,svc -o wide >"$ARTIFACTS/get-after-apply.txt"
 k get configmaps,secrets >"$ARTIFACTS/config-objects.txt"
@@ -310,9 +321,12 @@ check "the README's last command shows demo-2's cluster and the rejections" \
   sh -c "grep -c '\"cluster\":' $ARTIFACTS/readme-mart.txt | grep -qx 1 && grep -q '^missing_required:' $ARTIFACTS/readme-mart.txt"
 
 stage "5 POST /predict through the Service"
-answer=$(curl -fs -X POST -H 'content-type: application/json' --data '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' "$PREDICT_URL")
+answer=$(predict)
 echo "$answer" | tee "$ARTIFACTS/predict.json"
 check "/predict answers with a cluster" grep -q '"cluster":[0-9]' <<<"$answer"
+# The bearer token through the Service: none, a wrong one, a truncated one.
+check "/predict answers 401 without the token, with a wrong or a truncated one" \
+  test "$(predict_status) $(predict_status -H 'authorization: Bearer wrong-token-0123456789') $(predict_status -H "authorization: Bearer ${LAB8_API_TOKEN%?}")" = "401 401 401"
 
 stage "6 three tags in one apply under load: source → mart → model"
 # One `kubectl apply -k` with the three new tags, as a user applies a release.

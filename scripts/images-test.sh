@@ -41,12 +41,17 @@ mkdir -p "$WORK/secret" "$WORK/model" "$WORK/redis"
 head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$WORK/secret/password"
 printf 'requirepass %s\n' "$(cat "$WORK/secret/password")" >"$WORK/secret/redis-auth.conf"
 chmod 644 "$WORK/secret/"*
+# The write APIs' bearer token, laid out as the lab8-api-token Secret.
+mkdir -p "$WORK/api"
+head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$WORK/api/token"
+chmod 644 "$WORK/api/token"
+AUTH="authorization: Bearer $(cat "$WORK/api/token")"
 cp k8s/base/config/redis.conf "$WORK/redis/redis.conf"
 chown 65532:65532 "$WORK/model"
 
 docker network create --internal "$RUN" >/dev/null
 common=(--network "$RUN" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
-        -v "$WORK/secret:/run/secrets/lab8-redis:ro" --env-file k8s/base/config/config.env)
+        -v "$WORK/secret:/run/secrets/lab8-redis:ro" -v "$WORK/api:/run/secrets/lab8-api:ro" --env-file k8s/base/config/config.env)
 
 log "starting redis"
 docker run -d --name "$RUN-redis" --network-alias lab8-redis "${common[@]}" --user 999:999 \
@@ -81,7 +86,7 @@ http_body='[{"code":"it-0001","product_name":"Test bread","categories":"breads",
  {"code":"it-0002","product_name":"Test cookie","categories":"cookies","energy-kcal_100g":480,"fat_100g":22,"saturated-fat_100g":10,"carbohydrates_100g":65,"sugars_100g":30,"proteins_100g":6,"sodium_100g":0.2},
  {"code":"it-0003","product_name":"No fat given","energy_100g":1000,"carbohydrates_100g":45,"sugars_100g":3,"proteins_100g":9,"salt_100g":1.2},
  {"product_name":"no code"}]'
-curl -fs -X POST -H 'content-type: application/json' --data "$http_body" "http://$SOURCE_IP:8080/products" | tee "$WORK/ingest.json"; echo
+curl -fs -X POST -H 'content-type: application/json' -H "$AUTH" --data "$http_body" "http://$SOURCE_IP:8080/products" | tee "$WORK/ingest.json"; echo
 check "HTTP ingest: 3 sent, 1 rejected at the source" grep -q '"sent":3.*"rejected":\[{"location":"item 3","reason":"missing_code"}\]' "$WORK/ingest.json"
 
 log "waiting for the mart to reconcile"
@@ -106,13 +111,15 @@ sleep 6 # one profile refresh (PROFILE_INTERVAL_SECS=5)
 clusters=$(redis_cli HVALS $LAB8_MART_CLUSTERS | sed -n 's/.*"count":\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
 check "cluster profiles add up to the mart ($clusters)" test "$clusters" -eq 12947
 
-predict=$(curl -fs -X POST -H 'content-type: application/json' \
+predict=$(curl -fs -X POST -H 'content-type: application/json' -H "$AUTH" \
   --data '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' \
   "http://$MODEL_IP:8082/predict")
 echo "POST /predict → $predict"
 check "/predict answers with a cluster" grep -q '"cluster":[0-9]' <<<"$predict"
 check "/predict refuses malformed JSON with a 4xx" \
-  sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{nope' http://$MODEL_IP:8082/predict)\" = 400 ]"
+  sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST -H '$AUTH' --data '{nope' http://$MODEL_IP:8082/predict)\" = 400 ]"
+check "the write APIs answer 401 without the bearer token" \
+  sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{}' http://$SOURCE_IP:8080/products)\" = 401 ] && [ \"\$(curl -s -o /dev/null -w '%{http_code}' -X POST --data '{}' http://$MODEL_IP:8082/predict)\" = 401 ]"
 
 for c in source mart model redis; do docker logs "$RUN-$c" >"$WORK/$c.log" 2>&1; done
 mkdir -p artifacts/images-test && cp "$WORK"/{source,mart,model,redis}.log artifacts/images-test/
@@ -120,8 +127,8 @@ log_has() { grep -F "$2" "$1" | grep -F "\"$3\"" >/dev/null; } # log_has FILE ME
 check "the mart's log reports cleaned batches with rejections by reason" log_has "$WORK/mart.log" "mart: raw batch cleaned" rejected_by_reason
 check "the mart's log reports the clusters assigned" log_has "$WORK/mart.log" "mart: predictions stored" clusters_assigned
 check "the model's log reports scored batches" log_has "$WORK/model.log" "model: feature batch scored" clusters_assigned
-check "no log line of any service or of Redis shows the Redis password" \
-  sh -c "test -s $WORK/redis.log && test -s $WORK/source.log && ! grep -qF \"\$(cat $WORK/secret/password)\" $WORK/source.log $WORK/mart.log $WORK/model.log $WORK/redis.log"
+check "no log line of any service or of Redis shows the Redis password or the API token" \
+  sh -c "test -s $WORK/redis.log && test -s $WORK/source.log && ! grep -qF -e \"\$(cat $WORK/secret/password)\" -e \"\$(cat $WORK/api/token)\" $WORK/source.log $WORK/mart.log $WORK/model.log $WORK/redis.log"
 
 log "SIGTERM: the services drain and exit 0"
 docker stop -t 30 "$RUN-mart" "$RUN-model" "$RUN-source" >/dev/null

@@ -24,7 +24,7 @@ done
 kubectl config use-context minikube >/dev/null
 log "kubectl apply -k k8s/overlays/minikube"
 kubectl apply -k k8s/overlays/minikube
-kubectl -n lab8 wait --for=condition=complete job/lab8-redis-password --timeout=300s
+kubectl -n lab8 wait --for=condition=complete job/lab8-secrets --timeout=300s
 kubectl -n lab8 rollout status statefulset/lab8-redis --timeout=300s
 for svc in source mart model; do kubectl -n lab8 rollout status "deployment/lab8-$svc" --timeout=300s; done
 kubectl -n lab8 get pods,svc

@@ -4,6 +4,8 @@ generates load (ingest + /predict) while the cluster changes under it.
 
   push.py sample SOURCE_URL [--prefix P] [--repeat N]
   push.py load SOURCE_URL PREDICT_URL --stop-file F --out F [--prefix P]
+
+The write APIs' bearer token comes from LAB8_API_TOKEN.
 """
 
 import argparse
@@ -32,8 +34,14 @@ def sample_rows():
                 yield item
 
 
+def headers():
+    """JSON, and the write API's bearer token from LAB8_API_TOKEN when set."""
+    token = os.environ.get("LAB8_API_TOKEN")
+    return {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+
+
 def post(url, body, timeout=10):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers())
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 

@@ -70,9 +70,9 @@ def label_maps(doc):
 
 
 # What only one side has, on purpose.
-ONLY_KUSTOMIZE = {("Namespace", "lab8"), ("Job", "lab8-redis-password"), ("ServiceAccount", "lab8-redis-password"),
-                  ("Role", "lab8-redis-password"), ("RoleBinding", "lab8-redis-password")}
-ONLY_HELM = {("Secret", "lab8-redis")}
+ONLY_KUSTOMIZE = {("Namespace", "lab8"), ("Job", "lab8-secrets"), ("ServiceAccount", "lab8-secrets"),
+                  ("Role", "lab8-secrets"), ("RoleBinding", "lab8-secrets")}
+ONLY_HELM = {("Secret", "lab8-redis"), ("Secret", "lab8-api-token")}
 
 
 def test_helm_lint():
@@ -133,11 +133,20 @@ def test_checksums_roll_the_pods_on_settings_model_and_secret(chart):
     assert sums == {hashlib.sha256(password.encode()).hexdigest()}
 
 
-def test_existing_secret_is_used_and_none_generated():
-    docs = helm_template("--set", "redis.existingSecret=my-redis")
+def test_existing_secrets_are_used_and_none_generated():
+    docs = helm_template("--set", "redis.existingSecret=my-redis", "--set", "api.existingSecret=my-token")
     assert not [d for d in docs if d["kind"] == "Secret"]
     mounted = {v["secret"]["secretName"] for d in policy.workloads(docs) for v in policy.pod_spec(d)["volumes"] if "secret" in v}
-    assert mounted == {"my-redis"}
+    assert mounted == {"my-redis", "my-token"}
+
+
+def test_api_token_generated_for_source_and_model_only(chart):
+    token = base64.b64decode(find(chart, "Secret", "lab8-api-token")["data"]["token"]).decode()
+    assert len(token) >= 32
+    for name, has_token in (("lab8-source", True), ("lab8-model", True), ("lab8-mart", False)):
+        assert ("checksum/api-token" in annotations(chart, "Deployment", name)) == has_token, name
+        if has_token:
+            assert annotations(chart, "Deployment", name)["checksum/api-token"] == hashlib.sha256(token.encode()).hexdigest()
 
 
 def test_images_are_full_references_from_the_values():

@@ -141,27 +141,39 @@ def test_redis_secret_persistence_and_memory(minikube):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_no_password_is_committed_the_cluster_makes_it(overlay):
+def test_no_secret_is_committed_the_cluster_makes_them(overlay):
     """No Secret is rendered (nothing secret in the repository or generated
-    before an apply); the password Job makes Secret lab8-redis with both keys
-    the pods mount, and may only create Secrets and read and label that one."""
+    before an apply); the secrets Job makes Secret lab8-redis with both keys
+    Redis and the services mount and lab8-api-token with the token source
+    and model mount, keeps existing ones, and may only create Secrets and
+    read and label those two."""
     docs = render(overlay)
     assert not [d for d in docs if d["kind"] == "Secret"], "a Secret in the manifests: its value would be committed"
     for doc in docs:
         assert not any(re.search(r"(?m)^\s*requirepass\s+\S", text) for text in strings(doc)), doc["metadata"]["name"]
-    job = find(docs, "Job", "lab8-redis-password")
+    job = find(docs, "Job", "lab8-secrets")
     script = "\n".join(policy.pod_spec(job)["containers"][0]["command"])
-    assert "kubectl get secret lab8-redis" in script, "an existing password is kept"
-    assert "--from-file=password=" in script and "--from-file=redis-auth.conf=" in script
-    assert "requirepass %s" in script
+    assert 'kubectl get secret "$name"' in script, "an existing Secret is kept"
+    for made in ("/work/lab8-redis.password", "/work/lab8-redis.redis-auth.conf", "/work/lab8-api-token.token"):
+        assert made in script
+    assert "requirepass %s" in script and "make lab8-redis" in script and "make lab8-api-token" in script
     mounted = {v["secret"]["secretName"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
                for v in policy.pod_spec(d).get("volumes", []) if "secret" in v}
-    assert mounted == {"lab8-redis"}
-    role = find(docs, "Role", "lab8-redis-password")
+    assert mounted == {"lab8-redis", "lab8-api-token"}
+    role = find(docs, "Role", "lab8-secrets")
     rules = {(tuple(r.get("resourceNames", [])), tuple(r["verbs"])) for r in role["rules"]}
-    assert rules == {((), ("create",)), (("lab8-redis",), ("get", "patch"))}
+    assert rules == {((), ("create",)), (("lab8-redis", "lab8-api-token"), ("get", "patch"))}
     assert all(r["resources"] == ["secrets"] and r["apiGroups"] == [""] for r in role["rules"])
-    assert policy.pod_spec(job)["serviceAccountName"] == "lab8-redis-password"
+    assert policy.pod_spec(job)["serviceAccountName"] == "lab8-secrets"
+
+
+def test_write_apis_take_their_token_from_the_secret(minikube):
+    """source and model read the bearer token from the mounted Secret; the mart has none."""
+    for name, has_token in (("lab8-source", True), ("lab8-model", True), ("lab8-mart", False)):
+        spec = policy.pod_spec(find(minikube, "Deployment", name))
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        assert ("api-token" in mounts) == has_token, name
+    assert policy.config_env(minikube)["API_TOKEN_FILE"] == "/run/secrets/lab8-api/token"
 
 
 def test_only_lab8_services_reach_redis(minikube):
@@ -238,8 +250,8 @@ def test_checks_catch_violations(minikube):
     assert policy.check_security(mutated(minikube, lambda d: main_container(d, "lab8-model")["securityContext"].update(readOnlyRootFilesystem=False)))
     assert policy.check_security(mutated(minikube, lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart")).pop("automountServiceAccountToken")))
     # The password Job's token is allowed only while a RoleBinding grants its account rights.
-    unbound = lambda d: d.remove(find(d, "RoleBinding", "lab8-redis-password"))
-    assert policy.check_security(mutated(minikube, unbound)) == ["Job/lab8-redis-password: service-account token mounted"]
+    unbound = lambda d: d.remove(find(d, "RoleBinding", "lab8-secrets"))
+    assert policy.check_security(mutated(minikube, unbound)) == ["Job/lab8-secrets: service-account token mounted"]
     assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart:latest")))
     assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart")))
     big = lambda d: find(d, "ConfigMap", "lab8-model-artifact-")["binaryData"].update({"model-lab5-1.0.0.zip": "A" * (policy.CONFIGMAP_LIMIT + 1)})

@@ -33,29 +33,54 @@ securityContext:
 {{ .Values.redis.existingSecret | default "lab8-redis" }}
 {{- end }}
 
-{{/* The Redis password: the one in the cluster's Secret when there is one
-(kept across upgrades), else a new random one. Memoised in .Values so that
-every template of one render sees the same value. */}}
-{{- define "lab8.redisPassword" -}}
-{{- if not (hasKey .Values.redis "generatedPassword") -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace "lab8-redis" -}}
-{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
-{{- $_ := set .Values.redis "generatedPassword" (index $existing.data "password" | b64dec) -}}
-{{- else -}}
-{{- $_ := set .Values.redis "generatedPassword" (randAlphaNum 32) -}}
-{{- end -}}
-{{- end -}}
-{{- .Values.redis.generatedPassword -}}
+{{- define "lab8.apiTokenSecretName" -}}
+{{ .Values.api.existingSecret | default "lab8-api-token" }}
 {{- end }}
 
-{{/* What the pods mount from the Redis Secret, hashed: a new password rolls them. */}}
-{{- define "lab8.redisSecretChecksum" -}}
-{{- if .Values.redis.existingSecret -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.redis.existingSecret -}}
+{{/* A generated secret value: the one in the cluster's Secret when there is
+one (kept across upgrades), else a new random one. Memoised in .Values so
+that every template of one render sees the same value.
+(dict "root" $ "secret" "lab8-redis" "key" "password" "length" 32) */}}
+{{- define "lab8.generated" -}}
+{{- $memo := .root.Values.generated | default dict -}}
+{{- $id := printf "%s/%s" .secret .key -}}
+{{- if not (hasKey $memo $id) -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- $_ := set $memo $id (index $existing.data .key | b64dec) -}}
+{{- else -}}
+{{- $_ := set $memo $id (randAlphaNum (int .length)) -}}
+{{- end -}}
+{{- $_ := set .root.Values "generated" $memo -}}
+{{- end -}}
+{{- index $memo $id -}}
+{{- end }}
+
+{{- define "lab8.redisPassword" -}}
+{{- include "lab8.generated" (dict "root" . "secret" "lab8-redis" "key" "password" "length" 32) -}}
+{{- end }}
+
+{{- define "lab8.apiToken" -}}
+{{- include "lab8.generated" (dict "root" . "secret" "lab8-api-token" "key" "token" "length" 43) -}}
+{{- end }}
+
+{{/* What the pods mount from a Secret, hashed: a new value rolls them.
+(dict "root" $ "existing" "<existingSecret value>" "value" "<generated value>") */}}
+{{- define "lab8.secretChecksum" -}}
+{{- if .existing -}}
+{{- $secret := lookup "v1" "Secret" .root.Release.Namespace .existing -}}
 {{- toJson (($secret | default dict).data | default dict) | sha256sum -}}
 {{- else -}}
-{{- include "lab8.redisPassword" . | sha256sum -}}
+{{- .value | sha256sum -}}
 {{- end -}}
+{{- end }}
+
+{{- define "lab8.redisSecretChecksum" -}}
+{{- include "lab8.secretChecksum" (dict "root" . "existing" .Values.redis.existingSecret "value" (include "lab8.redisPassword" .)) -}}
+{{- end }}
+
+{{- define "lab8.apiTokenChecksum" -}}
+{{- include "lab8.secretChecksum" (dict "root" . "existing" .Values.api.existingSecret "value" (include "lab8.apiToken" .)) -}}
 {{- end }}
 
 {{/* The settings: files/config.env, then .Values.config on top. */}}
@@ -89,8 +114,8 @@ every template of one render sees the same value. */}}
 {{- end }}
 
 {{/* A service Deployment: (dict "root" $ "component" "mart" "port" 8081
-"args" (list) "upstream" "source" "initContainers" "…yaml…" "volumes" "…"
-"volumeMounts" "…" "annotations" (dict)) */}}
+"args" (list) "upstream" "source" "apiToken" true "initContainers" "…yaml…"
+"volumes" "…" "volumeMounts" "…" "annotations" (dict)) */}}
 {{- define "lab8.deployment" -}}
 {{- $root := .root -}}
 {{- $values := index $root.Values .component -}}
@@ -118,6 +143,9 @@ spec:
       annotations:
         checksum/config: {{ include "lab8.config" $root | sha256sum }}
         checksum/redis-secret: {{ include "lab8.redisSecretChecksum" $root }}
+        {{- if .apiToken }}
+        checksum/api-token: {{ include "lab8.apiTokenChecksum" $root }}
+        {{- end }}
         {{- range $key, $value := .annotations }}
         {{ $key }}: {{ $value }}
         {{- end }}
@@ -212,6 +240,11 @@ spec:
             - name: redis-secret
               mountPath: /run/secrets/lab8-redis
               readOnly: true
+            {{- if .apiToken }}
+            - name: api-token
+              mountPath: /run/secrets/lab8-api
+              readOnly: true
+            {{- end }}
             - name: tmp
               mountPath: /tmp
             {{- with .volumeMounts }}
@@ -238,6 +271,16 @@ spec:
                         fieldPath: metadata.namespace
         {{- end }}
         {{- include "lab8.redisSecretVolume" $root | nindent 8 }}
+        {{- if .apiToken }}
+        # The bearer token of the write API (API_TOKEN_FILE).
+        - name: api-token
+          secret:
+            secretName: {{ include "lab8.apiTokenSecretName" $root }}
+            items:
+              - key: token
+                path: token
+            defaultMode: 0440
+        {{- end }}
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
