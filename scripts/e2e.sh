@@ -298,6 +298,14 @@ api_sizes_match() {
 }
 check "the mart's read API shows clusters adding up to the mart" api_sizes_match
 check "the mart's page is served" sh -c "curl -fs $MART_URL/ | grep -q 'lab8 — the data mart'"
+operator_metrics() { # the mart's /metrics through its Service: backlogs by group, commit latency, the current model
+  curl -fs "$MART_URL/metrics" >"$ARTIFACTS/mart-metrics.txt" || return 1
+  grep -q "^lab8_stream_backlog{stream=\"$LAB8_RAW_STREAM\",group=\"$LAB8_MART_GROUP\"} " "$ARTIFACTS/mart-metrics.txt" \
+    && grep -q "^lab8_stream_pending{stream=\"$LAB8_FEATURES_STREAM\",group=\"$LAB8_MODEL_GROUP\"} " "$ARTIFACTS/mart-metrics.txt" \
+    && grep -q "^lab8_commit_seconds_count{stream=\"$LAB8_RAW_STREAM\"} [1-9]" "$ARTIFACTS/mart-metrics.txt" \
+    && grep -q "^lab8_mart_current_model{model_version=\"$(R GET "$LAB8_MART_CURRENT_MODEL")\"} 1" "$ARTIFACTS/mart-metrics.txt"
+}
+check "the mart's /metrics shows backlogs by group, commit latency and the current model" operator_metrics
 k logs -l app.kubernetes.io/component=mart --tail=5 >"$ARTIFACTS/mart-log-after-push.txt" 2>&1 || true
 k logs -l app.kubernetes.io/component=model --tail=5 >"$ARTIFACTS/model-log-after-push.txt" 2>&1 || true
 

@@ -22,6 +22,28 @@ pub(crate) async fn group_info(
     Ok(groups.into_iter().find(|g| field::<String>(g, "name").ok().flatten().as_deref() == Some(group)))
 }
 
+/// How far a consumer group is behind: entries not yet delivered to it
+/// (XINFO's `lag`) and delivered but not acknowledged (`pending`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupBacklog {
+    pub lag: u64,
+    pub pending: u64,
+}
+
+/// The backlog of `group` on `stream`. Before the group exists every entry
+/// of the stream waits for it (groups start at the stream's beginning).
+pub async fn group_backlog(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> Result<GroupBacklog, RedisError> {
+    let Some(info) = group_info(conn, stream, group).await? else {
+        let entries: u64 = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
+        return Ok(GroupBacklog { lag: entries, pending: 0 });
+    };
+    Ok(GroupBacklog { lag: field(&info, "lag")?.unwrap_or(0), pending: field(&info, "pending")?.unwrap_or(0) })
+}
+
 /// A field of an XINFO reply; `None` when absent or nil.
 pub(crate) fn field<T: redis::FromRedisValue>(
     fields: &HashMap<String, redis::Value>,

@@ -11,14 +11,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use lab8_bus::maintenance::group_backlog;
 use lab8_bus::Bus;
-use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow, Stage};
 use lab8_protocol::FEATURES;
 use lab8_service::HttpError;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::service::consumer_groups;
 
 /// Largest page of `/clusters/{id}/products`, and its default.
 pub const MAX_PAGE: usize = 100;
@@ -293,25 +295,8 @@ async fn search(State(state): State<ApiState>, Query(query): Query<SearchQuery>)
 
 /// The backlog of a consumer group: not yet delivered plus pending.
 async fn backlog(conn: &mut ConnectionManager, stream: &str, group: &str) -> Result<Value, HttpError> {
-    let groups: redis::RedisResult<Vec<BTreeMap<String, redis::Value>>> =
-        redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(conn).await;
-    let Ok(groups) = groups else { return Ok(json!({"stream": stream, "group": group, "lag": 0, "pending": 0})) };
-    let number = |v: Option<&redis::Value>| match v {
-        Some(redis::Value::Int(n)) => *n,
-        _ => 0,
-    };
-    let name_of = |g: &BTreeMap<String, redis::Value>| match g.get("name") {
-        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(redis::Value::SimpleString(s)) => s.clone(),
-        _ => String::new(),
-    };
-    let found = groups.iter().find(|g| name_of(g) == group);
-    Ok(json!({
-        "stream": stream,
-        "group": group,
-        "lag": found.map(|g| number(g.get("lag"))).unwrap_or(0),
-        "pending": found.map(|g| number(g.get("pending"))).unwrap_or(0),
-    }))
+    let backlog = group_backlog(conn, stream, group).await.map_err(redis_error)?;
+    Ok(json!({"stream": stream, "group": group, "lag": backlog.lag, "pending": backlog.pending}))
 }
 
 async fn counts(conn: &mut ConnectionManager, key: String) -> Result<BTreeMap<String, u64>, HttpError> {
@@ -351,11 +336,7 @@ async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, HttpError> 
         _ => Value::Null,
     };
     let mut backlogs = Vec::new();
-    for (stream, group) in [
-        (keys.raw_stream(), MART_GROUP),
-        (keys.features_stream(), MODEL_GROUP),
-        (keys.predictions_stream(), MART_GROUP),
-    ] {
+    for (stream, group) in consumer_groups(keys) {
         backlogs.push(backlog(&mut conn, &stream, group).await?);
     }
     Ok(Json(json!({

@@ -2,14 +2,16 @@
 //! predictions → assignments → cluster profiles.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lab8_bus::maintenance::trim_acknowledged;
+use lab8_bus::maintenance::{group_backlog, trim_acknowledged};
 use lab8_bus::{commit, consume, Bus, CommitTarget, ConsumerOptions, Effects, Entry};
 use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
 use lab8_protocol::messages::{ClusterProfile, Prediction, RawProduct, Stage};
 use lab8_protocol::{Keys, Reason};
-use lab8_service::{label, CounterFamily, FloatGauge, GaugeFamily, Metrics, Ops, PlainCounter, Shutdown};
+use lab8_service::{
+    label, CounterFamily, FloatGauge, GaugeFamily, Labels, Metrics, Ops, PlainCounter, SecondsHistogram, Shutdown,
+};
 
 use crate::clean::{clean_batch, Verdict};
 use crate::materialise::{current_profiles, publish_profiles, switch_model, MART_COMMIT};
@@ -63,6 +65,10 @@ pub struct MartMetrics {
     assigned: FloatGauge,
     cluster_size: GaugeFamily,
     trimmed: CounterFamily,
+    commit_seconds: SecondsHistogram,
+    backlog: GaugeFamily,
+    pending: GaugeFamily,
+    current_model: GaugeFamily,
 }
 
 impl MartMetrics {
@@ -86,8 +92,37 @@ impl MartMetrics {
         metrics.register("lab8_mart_assigned_products", "Products in the mart with a cluster", this.assigned.clone());
         metrics.register("lab8_mart_cluster_size", "Products per cluster", this.cluster_size.clone());
         metrics.register("lab8_mart_trimmed_entries", "Acknowledged stream entries trimmed", this.trimmed.clone());
+        metrics.register(
+            "lab8_commit_seconds",
+            "Time of one batch's atomic commit in Redis (effects and acknowledgements), by stream",
+            this.commit_seconds.family(),
+        );
+        metrics.register(
+            "lab8_stream_backlog",
+            "Entries of a stream not yet delivered to its consumer group",
+            this.backlog.clone(),
+        );
+        metrics.register(
+            "lab8_stream_pending",
+            "Entries delivered to a consumer group and not yet acknowledged",
+            this.pending.clone(),
+        );
+        metrics.register(
+            "lab8_mart_current_model",
+            "The model version the mart shows (1 for the current one)",
+            this.current_model.clone(),
+        );
         this
     }
+}
+
+/// The three data streams and the group that consumes each.
+pub(crate) fn consumer_groups(keys: &Keys) -> [(String, &'static str); 3] {
+    [(keys.raw_stream(), MART_GROUP), (keys.features_stream(), MODEL_GROUP), (keys.predictions_stream(), MART_GROUP)]
+}
+
+fn stream_labels(stream: &str, group: &str) -> Labels {
+    vec![("stream".into(), stream.into()), ("group".into(), group.into())]
 }
 
 fn raw_target(keys: &Keys) -> CommitTarget {
@@ -162,7 +197,9 @@ pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry
         outcomes.push(effects);
     }
     let mut conn = bus.conn.clone();
+    let started = Instant::now();
     let committed = commit(&mut conn, &raw_target(bus.keys()), &outcomes).await?;
+    metrics.commit_seconds.observe(&label("stream", bus.keys().raw_stream()), started.elapsed());
     let rejected_total: u64 = rejected.values().sum();
     let accepted = committed.applied.saturating_sub(rejected_total + committed.ignored);
     metrics.raw_records.get_or_create(&label("outcome", "accepted")).inc_by(accepted);
@@ -200,7 +237,9 @@ pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: 
         outcomes.push(effects);
     }
     let mut conn = bus.conn.clone();
+    let started = Instant::now();
     let committed = commit(&mut conn, &predictions_target(bus.keys()), &outcomes).await?;
+    metrics.commit_seconds.observe(&label("stream", bus.keys().predictions_stream()), started.elapsed());
     metrics.predictions.inc_by(committed.applied - committed.ignored);
     metrics.ignored_predictions.inc_by(committed.ignored);
     tracing::info!(batch = entries.len(), applied = committed.applied, ignored = committed.ignored, clusters_assigned = ?clusters, "mart: predictions stored, products assigned to clusters");
@@ -230,8 +269,14 @@ async fn refresh(bus: &Bus, metrics: &MartMetrics) -> Result<MartReport, MartErr
     let assigned = profiles.iter().map(|p| p.count as usize).sum();
     metrics.products.set(products as f64);
     metrics.assigned.set(assigned as f64);
+    // Cleared first: a retired model's clusters and version leave the series.
+    metrics.cluster_size.clear();
     for p in &profiles {
         metrics.cluster_size.get_or_create(&label("cluster", p.cluster)).set(p.count as f64);
+    }
+    metrics.current_model.clear();
+    if !switch.current.is_empty() {
+        metrics.current_model.get_or_create(&label("model_version", &switch.current)).set(1.0);
     }
     Ok(MartReport {
         products: products as usize,
@@ -242,16 +287,23 @@ async fn refresh(bus: &Bus, metrics: &MartMetrics) -> Result<MartReport, MartErr
     })
 }
 
-/// Trims what every consumer has acknowledged from the three data streams:
-/// Redis holds the backlog, not the history (the mart's tables are the history).
-async fn trim(bus: &Bus, metrics: &MartMetrics) {
-    let keys = bus.keys();
+/// Exports each consumer group's backlog and pending count, then (when
+/// `trim_acknowledged`) trims what every consumer has acknowledged from the
+/// three data streams: Redis holds the backlog, not the history (the mart's
+/// tables are the history).
+async fn maintain(bus: &Bus, metrics: &MartMetrics, trim_acknowledged_entries: bool) {
     let mut conn = bus.conn.clone();
-    for (stream, group) in [
-        (keys.raw_stream(), MART_GROUP),
-        (keys.features_stream(), MODEL_GROUP),
-        (keys.predictions_stream(), MART_GROUP),
-    ] {
+    for (stream, group) in consumer_groups(bus.keys()) {
+        match group_backlog(&mut conn, &stream, group).await {
+            Ok(backlog) => {
+                metrics.backlog.get_or_create(&stream_labels(&stream, group)).set(backlog.lag as f64);
+                metrics.pending.get_or_create(&stream_labels(&stream, group)).set(backlog.pending as f64);
+            }
+            Err(e) => tracing::warn!(%stream, error = %e, "reading the group's backlog failed, will retry"),
+        }
+        if !trim_acknowledged_entries {
+            continue;
+        }
         match trim_acknowledged(&mut conn, &stream, &[group]).await {
             Ok(0) => {}
             Ok(n) => {
@@ -329,9 +381,7 @@ pub async fn run(bus: Bus, config: MartConfig, ops: Ops, shutdown: Shutdown) -> 
                     }
                     Err(e) => tracing::warn!(error = %e, "profile refresh failed, will retry"),
                 }
-                if config.trim_acknowledged {
-                    trim(&bus, &metrics).await;
-                }
+                maintain(&bus, &metrics, config.trim_acknowledged).await;
             }
         }
     };

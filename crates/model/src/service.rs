@@ -15,7 +15,10 @@ use lab8_protocol::keys::{MODEL_GROUP, PAYLOAD_FIELD};
 use lab8_protocol::messages::{FeatureRow, ProductRow, Stage};
 use lab8_protocol::{Reason, N_FEATURES};
 use lab8_service::auth::{require_token, ApiAuth};
-use lab8_service::{label, ops_router, CounterFamily, FloatGauge, HttpError, Metrics, Ops, PlainCounter, Shutdown};
+use lab8_service::{
+    label, ops_router, CounterFamily, FloatGauge, GaugeFamily, HttpError, Metrics, Ops, PlainCounter, SecondsHistogram,
+    Shutdown,
+};
 use redis::RedisError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,6 +32,8 @@ pub struct ModelMetrics {
     http_predictions: PlainCounter,
     backfill_scored: PlainCounter,
     backfill_remaining: FloatGauge,
+    commit_seconds: SecondsHistogram,
+    info: GaugeFamily,
 }
 
 impl ModelMetrics {
@@ -46,6 +51,12 @@ impl ModelMetrics {
             "Products of the mart this model has yet to assign (0 when it is the mart's current model)",
             this.backfill_remaining.clone(),
         );
+        metrics.register(
+            "lab8_commit_seconds",
+            "Time of one batch's atomic commit in Redis (effects and acknowledgements), by stream",
+            this.commit_seconds.family(),
+        );
+        metrics.register("lab8_model_info", "The model version this process serves (1)", this.info.clone());
         this
     }
 }
@@ -89,7 +100,9 @@ pub async fn handle_feature_batch(
         outcomes.push(effects);
     }
     let mut conn = bus.conn.clone();
+    let started = std::time::Instant::now();
     let committed = commit(&mut conn, &target(bus), &outcomes).await?;
+    metrics.commit_seconds.observe(&label("stream", bus.keys().features_stream()), started.elapsed());
     for (cluster, n) in &clusters {
         metrics.predictions.get_or_create(&label("cluster", cluster)).inc_by(*n);
     }
@@ -109,6 +122,7 @@ pub async fn score_stream(
     once: bool,
 ) -> Result<u64, RedisError> {
     announce(bus, model).await?;
+    metrics.info.get_or_create(&label("model_version", &model.model_version)).set(1.0);
     let mut features = bus.consumer(bus.keys().features_stream(), MODEL_GROUP, consumer, options).await?;
     Ok(consume(&mut features, shutdown, once, async |batch: &[Entry]| {
         handle_feature_batch(bus, model, metrics, batch).await

@@ -15,6 +15,7 @@ use axum::Router;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -144,6 +145,26 @@ pub type FloatGauge = Gauge<f64, AtomicU64>;
 /// A gauge per label set.
 pub type GaugeFamily = Family<Labels, FloatGauge>;
 pub use prometheus_client::metrics::counter::Counter as PlainCounter;
+/// Durations in seconds per label set, in buckets from 1 ms to about 16 s.
+#[derive(Clone)]
+pub struct SecondsHistogram(Family<Labels, Histogram, fn() -> Histogram>);
+
+impl Default for SecondsHistogram {
+    fn default() -> Self {
+        Self(Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15))))
+    }
+}
+
+impl SecondsHistogram {
+    pub fn observe(&self, labels: &Labels, elapsed: Duration) {
+        self.0.get_or_create(labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// The family to register.
+    pub fn family(&self) -> Family<Labels, Histogram, fn() -> Histogram> {
+        self.0.clone()
+    }
+}
 
 /// Content type of `/metrics` (the encoder writes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
