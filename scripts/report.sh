@@ -14,7 +14,7 @@ if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
   rm -rf "$OUT/e2e"
   ARTIFACTS=$OUT/e2e scripts/e2e.sh
   # Keep what the report quotes; the full pod and cluster logs stay out of git.
-  rm -rf "$OUT/e2e/logs" "$OUT/e2e/cluster-logs" "$OUT/e2e/stop"
+  rm -rf "$OUT/e2e/logs" "$OUT/e2e/helm/logs" "$OUT/e2e/cluster-logs" "$OUT/e2e/stop"
 fi
 
 git rev-parse HEAD >"$OUT/commit.txt"
