@@ -74,7 +74,7 @@ pub struct MartMetrics {
 impl MartMetrics {
     /// The mart's metrics, registered for `/metrics`.
     pub fn register(metrics: &Metrics) -> Self {
-        let this = Self::default();
+        let this = Self { commit_seconds: SecondsHistogram::register_commit_seconds(metrics), ..Self::default() };
         metrics.register("lab8_mart_raw_records", "Raw records processed by the mart", this.raw_records.clone());
         metrics.register("lab8_mart_rejected", "Raw records rejected by the mart, by reason", this.rejected.clone());
         metrics.register("lab8_mart_predictions", "Predictions stored in the mart", this.predictions.clone());
@@ -92,11 +92,6 @@ impl MartMetrics {
         metrics.register("lab8_mart_assigned_products", "Products in the mart with a cluster", this.assigned.clone());
         metrics.register("lab8_mart_cluster_size", "Products per cluster", this.cluster_size.clone());
         metrics.register("lab8_mart_trimmed_entries", "Acknowledged stream entries trimmed", this.trimmed.clone());
-        metrics.register(
-            "lab8_commit_seconds",
-            "Time of one batch's atomic commit in Redis (effects and acknowledgements), by stream",
-            this.commit_seconds.family(),
-        );
         metrics.register(
             "lab8_stream_backlog",
             "Entries of a stream not yet delivered to its consumer group",

@@ -38,7 +38,7 @@ pub struct ModelMetrics {
 
 impl ModelMetrics {
     pub fn register(metrics: &Metrics) -> Self {
-        let this = Self::default();
+        let this = Self { commit_seconds: SecondsHistogram::register_commit_seconds(metrics), ..Self::default() };
         metrics.register("lab8_model_predictions", "Feature rows scored, by cluster", this.predictions.clone());
         metrics.register("lab8_model_http_predictions", "POST /predict items scored", this.http_predictions.clone());
         metrics.register(
@@ -50,11 +50,6 @@ impl ModelMetrics {
             "lab8_model_backfill_remaining",
             "Products of the mart this model has yet to assign (0 when it is the mart's current model)",
             this.backfill_remaining.clone(),
-        );
-        metrics.register(
-            "lab8_commit_seconds",
-            "Time of one batch's atomic commit in Redis (effects and acknowledgements), by stream",
-            this.commit_seconds.family(),
         );
         metrics.register("lab8_model_info", "The model version this process serves (1)", this.info.clone());
         this

@@ -164,6 +164,17 @@ impl SecondsHistogram {
     pub fn family(&self) -> Family<Labels, Histogram, fn() -> Histogram> {
         self.0.clone()
     }
+
+    /// `lab8_commit_seconds{stream}`, one name and meaning for every stage.
+    pub fn register_commit_seconds(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(
+            "lab8_commit_seconds",
+            "Time of one batch's atomic commit in Redis (effects and acknowledgements), by stream",
+            this.family(),
+        );
+        this
+    }
 }
 
 /// Content type of `/metrics` (the encoder writes OpenMetrics text).
