@@ -19,11 +19,11 @@ build: ## Build the workspace (release, all targets)
 model-sync: ## Copy the model artifact (dist/) into the kustomize tree
 	source scripts/lib.sh && cp "$$LAB8_ARTIFACT" k8s/base/config/
 
-k8s-test: ## Offline manifest tests (render, schemas, policies)
+k8s-test: ## Offline manifest and chart tests (render, schemas, policies, helm lint, chart/overlay parity)
 	scripts/k8s-test.sh
 
 .PHONY: images images-test
-images: ## Build the four images (no registry needed)
+images: ## Build the five images (no registry needed; LAB8_BUILD=registry: the Dockerfiles as they are)
 	scripts/build-images.sh
 
 images-test: ## Run the images as containers on a private network and reconcile; both build paths

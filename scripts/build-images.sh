@@ -5,16 +5,18 @@
 #  - LAB8_BUILD=prebuilt (default): makes local base images from a
 #    debootstrap'd Debian 12 rootfs: lab8/debian-cc (glibc + libgcc only, like
 #    distroless/cc), lab8/debian-redis (the redis-server package) and
-#    lab8/debian-kubectl (that Debian with a kubectl binary); builds the
+#    lab8/kubectl-binary (the local cluster's kubectl, as the Kubernetes
+#    project's kubectl image holds it); builds the
 #    binaries on the host (same glibc as the base) and passes
 #    BINARIES=prebuilt to the shared build stage (Dockerfiles/build.Dockerfile),
 #    so no Rust image is needed;
 #  - LAB8_BUILD=registry: the path of every user with a registry, the
 #    Dockerfiles unmodified (no base-image arguments): everything compiled
-#    inside Docker (Rust builder, cargo-chef, BuildKit cache mounts). Base
-#    images that cannot be pulled get local stand-ins under the names the
-#    Dockerfiles use (make_standins): the Rust image is that Debian with gcc
-#    and this host's Rust toolchain, distroless/cc is lab8/debian-cc, and so on.
+#    inside Docker (Rust builder, cargo-chef, BuildKit cache mounts). Only
+#    base images that can be neither found nor pulled get local stand-ins
+#    under the names the Dockerfiles use (make_standins; this needs root for
+#    debootstrap): the Rust image is that Debian with gcc and this host's Rust
+#    toolchain, distroless/cc is lab8/debian-cc, and so on.
 # Prints each image's size. Env: IMAGE_PREFIX (default lab8), TAG (default
 # the workspace version).
 set -euo pipefail
@@ -28,13 +30,14 @@ PREFIX=${IMAGE_PREFIX:-lab8}
 ROOTFS_CACHE=${ROOTFS_CACHE:-$HOME/.cache/lab8/rootfs}
 CC_BASE=lab8/debian-cc:12
 REDIS_BASE=lab8/debian-redis:12
-KUBECTL_BASE=lab8/debian-kubectl:12
+KUBECTL_BINARY=lab8/kubectl-binary:1
 # The base images the Dockerfiles name by default (their ARG lines).
 default_arg() { sed -n "s/^ARG $2=//p" "Dockerfiles/$1.Dockerfile"; }
 RUST_IMAGE=$(default_arg build RUST_IMAGE)
 RUNTIME_IMAGE=$(default_arg source RUNTIME_IMAGE)
 REDIS_IMAGE=$(default_arg redis REDIS_IMAGE)
-KUBECTL_IMAGE=$(default_arg kubectl KUBECTL_IMAGE)
+KUBECTL_BINARY_IMAGE=$(default_arg kubectl KUBECTL_BINARY_IMAGE)
+DEBIAN_IMAGE=$(default_arg kubectl BASE_IMAGE)
 
 ensure_docker() {
   if ! command -v dockerd >/dev/null; then
@@ -112,29 +115,31 @@ kubectl_binary() {
     "$(ls -1 /usr/lib/google-cloud-sdk/bin/kubectl.1.* 2>/dev/null | sort -V | tail -1)" "$(command -v kubectl || true)"; do
     [ -n "$candidate" ] && [ -x "$candidate" ] && { readlink -f "$candidate"; return 0; }
   done
-  die "no kubectl binary to put in $KUBECTL_BASE (set KUBECTL_BIN)"
+  die "no kubectl binary to put in $KUBECTL_BINARY (set KUBECTL_BIN)"
 }
 
-make_kubectl_base() {
+# lab8/kubectl-binary: only /bin/kubectl, where the Kubernetes project's
+# kubectl image has it.
+make_kubectl_binary() {
   local ctx; ctx=$(mktemp -d)
   cp "$(kubectl_binary)" "$ctx/kubectl"
-  printf 'FROM %s\nCOPY kubectl /usr/local/bin/kubectl\n' "$REDIS_BASE" \
-    | "${DOCKER[@]}" build -q -t "$KUBECTL_BASE" -f - "$ctx" >/dev/null
+  printf 'FROM scratch\nCOPY kubectl /bin/kubectl\n' | "${DOCKER[@]}" build -q -t "$KUBECTL_BINARY" -f - "$ctx" >/dev/null
   rm -rf "$ctx"
 }
 
 ensure_base_images() {
-  docker image inspect "$KUBECTL_BASE" >/dev/null 2>&1 || KUBECTL_NEEDED=1
   local need=()
   docker image inspect "$CC_BASE" >/dev/null 2>&1 || need+=(cc)
   docker image inspect "$REDIS_BASE" >/dev/null 2>&1 || need+=(redis)
-  [ ${#need[@]} -eq 0 ] && return 0
-  local tarball; tarball=$(rootfs_tarball redis redis-server)
-  if [[ " ${need[*]} " == *" cc "* ]]; then log "making $CC_BASE"; make_cc_base "$tarball"; fi
-  if [[ " ${need[*]} " == *" redis "* ]]; then
-    log "making $REDIS_BASE"
-    docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$REDIS_BASE" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    local tarball; tarball=$(rootfs_tarball redis redis-server)
+    if [[ " ${need[*]} " == *" cc "* ]]; then log "making $CC_BASE"; make_cc_base "$tarball"; fi
+    if [[ " ${need[*]} " == *" redis "* ]]; then
+      log "making $REDIS_BASE"
+      docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tarball" "$REDIS_BASE" >/dev/null
+    fi
   fi
+  docker image inspect "$KUBECTL_BINARY" >/dev/null 2>&1 || { log "making $KUBECTL_BINARY"; make_kubectl_binary; }
 }
 
 # The Rust builder stand-in: Debian 12 with gcc, libc6-dev and CA
@@ -166,15 +171,15 @@ make_rust_standin() {
 # nor pullable gets a local stand-in under that name.
 make_standins() {
   local image
-  for image in "$RUST_IMAGE" "$RUNTIME_IMAGE" "$REDIS_IMAGE" "$KUBECTL_IMAGE"; do
+  for image in "$RUST_IMAGE" "$RUNTIME_IMAGE" "$REDIS_IMAGE" "$KUBECTL_BINARY_IMAGE" "$DEBIAN_IMAGE"; do
     docker image inspect "$image" >/dev/null 2>&1 && continue
     docker pull -q "$image" >/dev/null 2>&1 && continue
     log "no $image (no registry): making a local stand-in"
     case $image in
       "$RUST_IMAGE") make_rust_standin ;;
-      "$RUNTIME_IMAGE") docker tag "$CC_BASE" "$image" ;;
-      "$REDIS_IMAGE") docker tag "$REDIS_BASE" "$image" ;;
-      "$KUBECTL_IMAGE") docker tag "$KUBECTL_BASE" "$image" ;;
+      "$RUNTIME_IMAGE") ensure_base_images; docker tag "$CC_BASE" "$image" ;;
+      "$KUBECTL_BINARY_IMAGE") ensure_base_images; docker tag "$KUBECTL_BINARY" "$image" ;;
+      *) ensure_base_images; docker tag "$REDIS_BASE" "$image" ;;   # a Debian 12 (redis, debian-slim)
     esac
   done
 }
@@ -210,7 +215,7 @@ build_prebuilt_path() {
     --build-arg REDIS_IMAGE="$REDIS_BASE" --build-arg VERSION="$TAG" . >/dev/null
   log "building $PREFIX/kubectl:$TAG"
   "${DOCKER[@]}" build -q -f Dockerfiles/kubectl.Dockerfile -t "$PREFIX/kubectl:$TAG" \
-    --build-arg KUBECTL_IMAGE="$KUBECTL_BASE" --build-arg VERSION="$TAG" . >/dev/null
+    --build-arg KUBECTL_BINARY_IMAGE="$KUBECTL_BINARY" --build-arg BASE_IMAGE="$REDIS_BASE" --build-arg VERSION="$TAG" . >/dev/null
 }
 
 stage_binaries() {
@@ -225,10 +230,8 @@ stage_binaries() {
 main() {
   ensure_docker
   pick_docker_client
-  ensure_base_images
-  if [ -n "${KUBECTL_NEEDED:-}" ]; then log "making $KUBECTL_BASE"; make_kubectl_base; fi
   case ${LAB8_BUILD:-prebuilt} in
-    prebuilt) build_prebuilt_path ;;
+    prebuilt) ensure_base_images; build_prebuilt_path ;;
     registry) make_standins; build_registry_path ;;
     *) die "LAB8_BUILD must be prebuilt or registry, not '$LAB8_BUILD'" ;;
   esac

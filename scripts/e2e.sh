@@ -281,6 +281,7 @@ malformed_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" 'thi
 out_of_range_id=$(in_redis_pod XADD $LAB8_RAW_STREAM '*' "$LAB8_PAYLOAD_FIELD" '{"code":"cli-4","name":"CLI absurd","nutrients":{"energy_100g":"1000","fat_100g":"250","saturated-fat_100g":"0.5","carbohydrates_100g":"45","sugars_100g":"3","fiber_100g":"7","proteins_100g":"9","salt_100g":"1.2"}}')
 echo "redis-cli entries: malformed $malformed_id, out of range $out_of_range_id"
 check "every record reconciles: in the mart with a cluster, or a dead letter" wait_reconciled $((SAMPLE_ROWS + 4)) 300
+cp "$ARTIFACTS/state.txt" "$ARTIFACTS/state-after-push.txt"
 check "the redis-cli records have clusters" sh -c "[ \"\$(redis-cli -h $REDIS_HOST HEXISTS $LAB8_MART_ASSIGNMENTS cli-1)\" = 1 ] && [ \"\$(redis-cli -h $REDIS_HOST HEXISTS $LAB8_MART_ASSIGNMENTS cli-2)\" = 1 ]"
 check "the malformed redis-cli record ($malformed_id) is a dead letter: malformed_json" test "$(reason_of_entry "$malformed_id")" = malformed_json
 check "the fat_100g=250 redis-cli record ($out_of_range_id) is a dead letter: out_of_range:fat_g" test "$(reason_of_entry "$out_of_range_id")" = out_of_range:fat_g

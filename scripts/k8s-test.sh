@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offline manifest tests: render every overlay and the Helm chart, validate
+# Offline manifest tests: render the minikube and production overlays and the Helm chart, validate
 # against the Kubernetes 1.34 schemas (kubernetes-validate), policy tests,
 # the chart's lint and its parity with the minikube overlay (pytest).
 set -euo pipefail

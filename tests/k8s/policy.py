@@ -184,6 +184,9 @@ def check_addresses(docs):
                 if not service_answers(docs, u.hostname or "", u.port or 80):
                     bad.append(f"{where(doc, c)}: waits for {arg}, which names no Service")
             for name in args[1:] if args[:1] == ["wait-rollout"] else []:
+                # A name that matches nothing would make the wait return at once ("not deployed").
+                if name not in {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}:
+                    bad.append(f"{where(doc, c)}: waits for deployment {name}, which this render does not have")
                 if not account_may_watch(docs, pod_spec(doc).get("serviceAccountName"), name):
                     bad.append(f"{where(doc, c)}: waits for deployment {name}, which its account may not watch")
     for name, svc in services(docs).items():

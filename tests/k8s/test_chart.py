@@ -1,7 +1,7 @@
 """The Helm chart (charts/lab8) against the primary form, the kustomize
 minikube overlay: the same objects, byte for byte after the differences that
 are the point of each tool (hash suffixes vs checksum annotations, the
-password Job vs a Secret kept by Helm); the same schema and policy checks."""
+secrets Job vs Secrets kept by Helm); the same schema and policy checks."""
 
 from __future__ import annotations
 

@@ -249,7 +249,7 @@ def test_checks_catch_violations(minikube):
     assert policy.check_probes(mutated(minikube, lambda d: main_container(d, "lab8-source").pop("livenessProbe")))
     assert policy.check_security(mutated(minikube, lambda d: main_container(d, "lab8-model")["securityContext"].update(readOnlyRootFilesystem=False)))
     assert policy.check_security(mutated(minikube, lambda d: policy.pod_spec(find(d, "Deployment", "lab8-mart")).pop("automountServiceAccountToken")))
-    # The password Job's token is allowed only while a RoleBinding grants its account rights.
+    # The secrets Job's token is allowed only while a RoleBinding grants its account rights.
     unbound = lambda d: d.remove(find(d, "RoleBinding", "lab8-secrets"))
     assert policy.check_security(mutated(minikube, unbound)) == ["Job/lab8-secrets: service-account token mounted"]
     assert policy.check_images(mutated(minikube, lambda d: main_container(d, "lab8-mart").update(image="lab8/mart:latest")))
@@ -264,6 +264,13 @@ def test_checks_catch_violations(minikube):
     unbound_order = lambda d: d.remove(find(d, "RoleBinding", "lab8-rollout-order"))
     assert len(policy.check_security(mutated(minikube, unbound_order))) == 2
     assert policy.check_rollout(mutated(minikube, lambda d: find(d, "Deployment", "lab8-source")["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)))
+    assert policy.check_labels(mutated(minikube, lambda d: find(d, "Service", "lab8-mart")["metadata"]["labels"].pop("app.kubernetes.io/part-of")))
+    assert policy.check_labels(mutated(minikube, lambda d: find(d, "Deployment", "lab8-model")["spec"]["template"]["metadata"]["labels"].pop("app.kubernetes.io/version")))
+    # A typo in both the Role and the wait would make the wait return at once: caught.
+    def typo_everywhere(d):
+        policy.pod_spec(find(d, "Deployment", "lab8-mart"))["initContainers"][0].update(args=["wait-rollout", "lab8-src"])
+        find(d, "Role", "lab8-rollout-order")["rules"][0]["resourceNames"].append("lab8-src")
+    assert policy.check_addresses(mutated(minikube, typo_everywhere))
 
 
 def test_versions_agree_with_the_workspace(docs):

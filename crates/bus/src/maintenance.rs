@@ -26,7 +26,9 @@ pub(crate) async fn group_info(
 /// (XINFO's `lag`) and delivered but not acknowledged (`pending`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupBacklog {
-    pub lag: u64,
+    /// `None` when Redis cannot tell (its `lag` is nil after some deletions
+    /// and trims): unknown is not "nothing waiting".
+    pub lag: Option<u64>,
     pub pending: u64,
 }
 
@@ -39,9 +41,9 @@ pub async fn group_backlog(
 ) -> Result<GroupBacklog, RedisError> {
     let Some(info) = group_info(conn, stream, group).await? else {
         let entries: u64 = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
-        return Ok(GroupBacklog { lag: entries, pending: 0 });
+        return Ok(GroupBacklog { lag: Some(entries), pending: 0 });
     };
-    Ok(GroupBacklog { lag: field(&info, "lag")?.unwrap_or(0), pending: field(&info, "pending")?.unwrap_or(0) })
+    Ok(GroupBacklog { lag: field(&info, "lag")?, pending: field(&info, "pending")?.unwrap_or(0) })
 }
 
 /// A field of an XINFO reply; `None` when absent or nil.

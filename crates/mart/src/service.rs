@@ -291,8 +291,17 @@ async fn maintain(bus: &Bus, metrics: &MartMetrics, trim_acknowledged_entries: b
     for (stream, group) in consumer_groups(bus.keys()) {
         match group_backlog(&mut conn, &stream, group).await {
             Ok(backlog) => {
-                metrics.backlog.get_or_create(&stream_labels(&stream, group)).set(backlog.lag as f64);
-                metrics.pending.get_or_create(&stream_labels(&stream, group)).set(backlog.pending as f64);
+                let labels = stream_labels(&stream, group);
+                match backlog.lag {
+                    Some(lag) => {
+                        metrics.backlog.get_or_create(&labels).set(lag as f64);
+                    }
+                    // Unknown: no sample rather than a false 0.
+                    None => {
+                        metrics.backlog.remove(&labels);
+                    }
+                }
+                metrics.pending.get_or_create(&labels).set(backlog.pending as f64);
             }
             Err(e) => tracing::warn!(%stream, error = %e, "reading the group's backlog failed, will retry"),
         }

@@ -172,6 +172,9 @@ mod tests {
         assert!(matches!(args(Some(file.clone()), true).load(), Err(AuthConfigError::Both)));
         let missing = args(Some(dir.join("absent")), false).load().err().unwrap();
         assert!(missing.to_string().starts_with("API_TOKEN_FILE"), "{missing}");
+        // No test sets API_TOKEN: with neither a file nor the env var, only the explicit opt-out serves.
+        assert!(matches!(args(None, false).load(), Err(AuthConfigError::Missing)));
+        assert!(matches!(args(None, true).load(), Ok(ApiAuth::Open)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -279,7 +279,8 @@ pub async fn wait_ready(urls: &[String], timeout: Duration) -> Result<(), String
     Ok(())
 }
 
-/// `wait-ready URL…`: the subcommand init containers run to start services in order.
+/// `wait-ready URL…`: wait until services answer `/readyz` (scripts and containers outside
+/// Kubernetes; in the cluster the update order comes from `wait-rollout`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitReadyArgs {
     /// URLs that must answer 200, e.g. `http://lab8-source:8080/readyz`.
