@@ -105,14 +105,30 @@ impl std::fmt::Display for StreamId {
 /// Every field and value of a hash, read with HSCAN in pages (no single
 /// huge reply, no blocking Redis on a big table).
 pub async fn scan_hash(conn: &mut ConnectionManager, key: &str) -> Result<Vec<(String, String)>, RedisError> {
-    let mut cursor = 0u64;
     let mut out = Vec::new();
+    scan_hash_pages(conn, key, |page| {
+        out.extend(page);
+        Ok::<_, RedisError>(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Every field and value of a hash, handed to `each_page` one HSCAN page at
+/// a time, so a reader of millions of entries keeps what it needs of each
+/// page, never the whole hash as strings.
+pub async fn scan_hash_pages<E: From<RedisError>>(
+    conn: &mut ConnectionManager,
+    key: &str,
+    mut each_page: impl FnMut(Vec<(String, String)>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut cursor = 0u64;
     loop {
         let (next, page): (u64, Vec<(String, String)>) =
             redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(5000).query_async(conn).await?;
-        out.extend(page);
+        each_page(page)?;
         if next == 0 {
-            return Ok(out);
+            return Ok(());
         }
         cursor = next;
     }

@@ -3,7 +3,7 @@
 //! k, seed, restarts, iteration cap and tolerance — the same matrix and
 //! settings `bench/sklearn_kmeans.py` gives scikit-learn. Prints one JSON
 //! line: rows, k, tolerance, fit seconds, inertia, the winning restart's
-//! iterations (found after the timed fit) and the centroids.
+//! iterations and the centroids.
 //!
 //!   bench_kmeans PRODUCTS_JSONL MODEL_JSON
 
@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lab8_model::artifact::{nearest, ModelArtifact};
-use lab8_model::train::{fit_standardised, iterations_of, KChoice, TrainOptions};
+use lab8_model::train::{fit_standardised, KChoice, TrainOptions};
 use lab8_protocol::messages::ProductRow;
 
 fn main() -> anyhow::Result<()> {
@@ -37,11 +37,9 @@ fn main() -> anyhow::Result<()> {
         ..TrainOptions::default()
     };
     let started = Instant::now();
-    let (centroids, best_seed) = fit_standardised(&z, model.k, &options)?;
+    let (fitted, best_seed) = fit_standardised(&z, model.k, &options)?;
     let fit_seconds = started.elapsed().as_secs_f64();
-    // Outside the timer: linfa does not report iterations, so they are found
-    // by refitting the winning restart with caps.
-    let iterations = iterations_of(&z, model.k, &options, best_seed)?;
+    let (centroids, iterations) = (fitted.centroids, fitted.iterations);
     let inertia: f64 = z.iter().map(|p| nearest(&centroids, p).1.powi(2)).sum();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(options.n_runs);
     println!(

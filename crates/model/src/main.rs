@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let options = TrainOptions { k, seed, silhouette_sample, ..Default::default() };
             let fit_started = std::time::Instant::now();
-            let trained = tokio::task::spawn_blocking(move || train(&rows, &options)).await??;
+            let trained = tokio::task::spawn_blocking(move || train(rows, &options)).await??;
             let fit_seconds = fit_started.elapsed().as_secs_f64();
             let model = trained.artifact;
             model.write_zip(&output)?;

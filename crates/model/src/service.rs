@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lab8_bus::maintenance::scan_hash;
+use lab8_bus::maintenance::scan_hash_pages;
 use lab8_bus::{commit, consume, Bus, CommitScript, CommitTarget, ConsumerOptions, Effects, Entry};
 use lab8_protocol::keys::{MODEL_GROUP, PAYLOAD_FIELD};
 use lab8_protocol::messages::{FeatureRow, ProductRow, Stage};
@@ -254,14 +254,24 @@ pub async fn backfill_loop(
 /// table, ordered by product code so that training is deterministic (KMeans
 /// initialisation depends on row order; HSCAN order does not stay fixed).
 pub async fn training_rows(bus: &Bus) -> Result<Vec<[f64; N_FEATURES]>, TrainingDataError> {
+    /// The part of a [`ProductRow`] training reads.
+    #[derive(serde::Deserialize)]
+    struct TrainingRow {
+        code: String,
+        x: [f64; N_FEATURES],
+    }
     let mut conn = bus.conn.clone();
-    let mut products: Vec<ProductRow> = scan_hash(&mut conn, &bus.keys().mart_products())
-        .await?
-        .into_iter()
-        .map(|(_, json)| serde_json::from_str(&json))
-        .collect::<Result<_, _>>()?;
-    products.sort_by(|a, b| a.code.cmp(&b.code));
-    Ok(products.into_iter().map(|p| p.x).collect())
+    let mut rows: Vec<(String, [f64; N_FEATURES])> = Vec::new();
+    scan_hash_pages(&mut conn, &bus.keys().mart_products(), |page| {
+        for (_, json) in page {
+            let row: TrainingRow = serde_json::from_str(&json)?;
+            rows.push((row.code, row.x));
+        }
+        Ok::<_, TrainingDataError>(())
+    })
+    .await?;
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows.into_iter().map(|(_, x)| x).collect())
 }
 
 #[derive(Debug, thiserror::Error)]

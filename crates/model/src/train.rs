@@ -1,10 +1,13 @@
 //! Training: standardise, fit KMeans with linfa (k given, or chosen by
 //! silhouette over a range on a fixed-size sample), pack the artifact.
 
-use linfa::traits::{Fit, Predict};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use linfa::traits::Fit;
 use linfa::DatasetBase;
 use linfa_clustering::KMeans;
-use ndarray::Array2;
+use linfa_nn::distance::{Distance, L2Dist};
+use ndarray::{Array2, ArrayView, ArrayView2, Dimension};
 use rand_xoshiro::rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256Plus;
 
@@ -111,37 +114,151 @@ fn sample_indices(n: usize, size: usize) -> Vec<usize> {
     (0..size).map(|i| i * n / size).collect()
 }
 
-type Model = KMeans<f64, linfa_nn::distance::L2Dist>;
+/// One fitted restart: centroids in the standardised space, linfa's inertia
+/// (squared distances to the centroids of the last assignment step) and the
+/// Lloyd iterations run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fitted {
+    pub centroids: Vec<[f64; N_FEATURES]>,
+    pub inertia: f64,
+    pub iterations: u64,
+}
 
-/// One k-means++ start with its own seed.
-fn fit_once(z: &Array2<f64>, k: usize, options: &TrainOptions, seed: u64) -> Result<Model, TrainError> {
-    let dataset = DatasetBase::from(z.view());
+/// One k-means++ start with its own seed. linfa seeds it and runs the first
+/// Lloyd step; the later steps run here: the same step as linfa's (nearest
+/// centroid, the first on ties; the m_k-means update that counts the old
+/// centroid as one more member; stop when the L2 norm of the centroid shift
+/// is below the tolerance), over fixed-size rows in one pass per iteration
+/// where linfa walks ndarray row views split per row across threads.
+/// `continues_exactly_like_linfa` checks the result equals linfa's own fit.
+fn fit_once(z: &[[f64; N_FEATURES]], k: usize, options: &TrainOptions, seed: u64) -> Result<Fitted, TrainError> {
+    let view = ArrayView2::from_shape((z.len(), N_FEATURES), z.as_flattened()).expect("shape matches");
+    let first = linfa_fit(view, k, options, seed, 1)?;
+    let mut fitted = Fitted {
+        centroids: centroid_rows(first.centroids()),
+        inertia: first.inertia() * z.len() as f64,
+        iterations: 1,
+    };
+    while fitted.iterations < options.max_iterations {
+        let (next, inertia) = lloyd_step(z, &fitted.centroids);
+        let shift: f64 =
+            fitted.centroids.iter().flatten().zip(next.iter().flatten()).map(|(a, b)| (a - b) * (a - b)).sum();
+        fitted = Fitted { centroids: next, inertia, iterations: fitted.iterations + 1 };
+        if shift.sqrt() < options.tolerance {
+            break;
+        }
+    }
+    Ok(fitted)
+}
+
+/// linfa's Euclidean distance with a fast path for contiguous rows: the
+/// squared distance summed in the same order as linfa's `L2Dist` (the same
+/// bits), over slices instead of a generic ndarray zip, which made linfa's
+/// k-means++ seeding and first step 3× slower than the steps after them.
+#[derive(Debug, Clone)]
+struct RowL2;
+
+impl Distance<f64> for RowL2 {
+    fn distance<D: Dimension>(&self, a: ArrayView<f64, D>, b: ArrayView<f64, D>) -> f64 {
+        L2Dist.distance(a, b)
+    }
+
+    fn rdistance<D: Dimension>(&self, a: ArrayView<f64, D>, b: ArrayView<f64, D>) -> f64 {
+        match (a.as_slice(), b.as_slice()) {
+            (Some(a), Some(b)) if a.len() == b.len() => {
+                a.iter().zip(b).fold(0.0, |acc, (x, y)| acc + (x - y) * (x - y))
+            }
+            _ => L2Dist.rdistance(a, b),
+        }
+    }
+
+    fn rdist_to_dist(&self, rdist: f64) -> f64 {
+        L2Dist.rdist_to_dist(rdist)
+    }
+
+    fn dist_to_rdist(&self, dist: f64) -> f64 {
+        Distance::<f64>::dist_to_rdist(&L2Dist, dist)
+    }
+}
+
+/// linfa's KMeans: one k-means++ restart seeded with `seed`, at most
+/// `max_iterations` Lloyd steps.
+fn linfa_fit(
+    z: ArrayView2<f64>,
+    k: usize,
+    options: &TrainOptions,
+    seed: u64,
+    max_iterations: u64,
+) -> Result<KMeans<f64, RowL2>, TrainError> {
     let rng = Xoshiro256Plus::seed_from_u64(seed);
-    Ok(KMeans::params_with_rng(k, rng)
+    Ok(KMeans::params_with(k, rng, RowL2)
         .n_runs(1)
         .tolerance(options.tolerance)
-        .max_n_iterations(options.max_iterations)
-        .fit(&dataset)?)
+        .max_n_iterations(max_iterations)
+        .fit(&DatasetBase::from(z))?)
+}
+
+/// One Lloyd step as linfa computes it: every row to its nearest centroid,
+/// then each new centroid is (sum of its rows + old centroid) / (members + 1).
+/// Sums run in row order like linfa's, so the centroids are the same bit for
+/// bit. Returns them with the assignment's inertia (squared distances).
+fn lloyd_step(z: &[[f64; N_FEATURES]], centroids: &[[f64; N_FEATURES]]) -> (Vec<[f64; N_FEATURES]>, f64) {
+    let mut sums = vec![[0.0; N_FEATURES]; centroids.len()];
+    let mut counts = vec![1.0f64; centroids.len()];
+    let mut inertia = 0.0;
+    for row in z {
+        let (nearest, distance) = nearest_squared(centroids, row);
+        sums[nearest].iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        counts[nearest] += 1.0;
+        inertia += distance;
+    }
+    for ((sum, old), count) in sums.iter_mut().zip(centroids).zip(&counts) {
+        sum.iter_mut().zip(old).for_each(|(s, o)| *s = (*s + o) / count);
+    }
+    (sums, inertia)
+}
+
+/// The nearest centroid (the first on ties) and the squared distance to it,
+/// summed feature by feature like linfa's distance (the same bits).
+fn nearest_squared(centroids: &[[f64; N_FEATURES]], row: &[f64; N_FEATURES]) -> (usize, f64) {
+    let squared = |c: &[f64; N_FEATURES]| c.iter().zip(row).fold(0.0, |acc, (a, b)| acc + (a - b) * (a - b));
+    let (mut nearest, mut least) = (0, squared(&centroids[0]));
+    for (index, centroid) in centroids.iter().enumerate().skip(1) {
+        let distance = squared(centroid);
+        // Selects, not a branch: which centroid wins is unpredictable.
+        let closer = distance < least;
+        nearest = if closer { index } else { nearest };
+        least = if closer { distance } else { least };
+    }
+    (nearest, least)
 }
 
 /// `n_runs` independent starts (seeds `seed`, `seed + 1`, …) spread over the
 /// cores, keeping the lowest inertia (ties: the lowest seed). linfa runs its
-/// restarts one after another on one core; scikit-learn parallelises its
-/// Lloyd iterations. The result does not depend on the number of cores.
-fn fit(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<Model, TrainError> {
-    fit_with_seed(z, k, options).map(|(model, _)| model)
+/// restarts one after another; scikit-learn parallelises its Lloyd
+/// iterations. The result does not depend on the number of cores.
+fn fit(z: &[[f64; N_FEATURES]], k: usize, options: &TrainOptions) -> Result<Fitted, TrainError> {
+    fit_standardised(z, k, options).map(|(fitted, _)| fitted)
 }
 
-/// [`fit`], and the seed of the restart that won.
-fn fit_with_seed(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<(Model, u64), TrainError> {
+/// The KMeans fit alone on rows already standardised: the winning restart
+/// and its seed. Benchmarks time this without scaling, silhouettes or scoring.
+pub fn fit_standardised(
+    z: &[[f64; N_FEATURES]],
+    k: usize,
+    options: &TrainOptions,
+) -> Result<(Fitted, u64), TrainError> {
     let runs = options.n_runs.max(1);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(runs);
-    let mut results: Vec<(usize, Result<Model, TrainError>)> = std::thread::scope(|scope| {
+    // Each worker takes the next restart when it is done with one: restarts
+    // converge after different numbers of steps.
+    let next_run = AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<Fitted, TrainError>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (t..runs)
-                        .step_by(threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    std::iter::from_fn(|| Some(next_run.fetch_add(1, Ordering::Relaxed)))
+                        .take_while(|&run| run < runs)
                         .map(|run| (run, fit_once(z, k, options, options.seed + run as u64)))
                         .collect::<Vec<_>>()
                 })
@@ -150,57 +267,19 @@ fn fit_with_seed(z: &Array2<f64>, k: usize, options: &TrainOptions) -> Result<(M
         workers.into_iter().flat_map(|w| w.join().expect("a k-means worker panicked")).collect()
     });
     results.sort_by_key(|(run, _)| *run);
-    let mut best: Option<(Model, u64)> = None;
+    let mut best: Option<(Fitted, u64)> = None;
     for (run, result) in results {
-        let model = result?;
-        if best.as_ref().is_none_or(|(b, _)| model.inertia() < b.inertia()) {
-            best = Some((model, options.seed + run as u64));
+        let fitted = result?;
+        if best.as_ref().is_none_or(|(b, _)| fitted.inertia < b.inertia) {
+            best = Some((fitted, options.seed + run as u64));
         }
     }
     Ok(best.expect("at least one run"))
 }
 
-/// The KMeans fit alone on rows already standardised: its centroids and the
-/// seed of the winning restart. For benchmarks that time the fit without
-/// scaling, silhouettes or scoring.
-pub fn fit_standardised(
-    z: &[[f64; N_FEATURES]],
-    k: usize,
-    options: &TrainOptions,
-) -> Result<(Vec<[f64; N_FEATURES]>, u64), TrainError> {
-    let (model, seed) = fit_with_seed(&standardised_matrix(z), k, options)?;
-    Ok((centroid_rows(&model), seed))
-}
-
-/// Lloyd iterations linfa ran in the restart with `seed` (linfa does not
-/// report it): the least iteration cap whose result equals the uncapped one,
-/// found by bisection — a capped fit runs the same iterations, so its result
-/// is equal exactly from the converged count on.
-pub fn iterations_of(z: &[[f64; N_FEATURES]], k: usize, options: &TrainOptions, seed: u64) -> Result<u64, TrainError> {
-    let z = standardised_matrix(z);
-    let capped = |cap: u64| -> Result<Array2<f64>, TrainError> {
-        let options = TrainOptions { max_iterations: cap, ..options.clone() };
-        Ok(fit_once(&z, k, &options, seed)?.centroids().clone())
-    };
-    let converged = capped(options.max_iterations)?;
-    let (mut low, mut high) = (1, options.max_iterations);
-    while low < high {
-        let middle = (low + high) / 2;
-        if capped(middle)? == converged {
-            high = middle;
-        } else {
-            low = middle + 1;
-        }
-    }
-    Ok(low)
-}
-
-fn standardised_matrix(z: &[[f64; N_FEATURES]]) -> Array2<f64> {
-    Array2::from_shape_vec((z.len(), N_FEATURES), z.iter().flatten().copied().collect()).expect("shape matches")
-}
-
-/// Trains on raw (unscaled) feature rows.
-pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Trained, TrainError> {
+/// Trains on raw (unscaled) feature rows, standardised in place (one copy
+/// of the matrix in memory: 5M rows are 320 MB).
+pub fn train(mut rows: Vec<[f64; N_FEATURES]>, options: &TrainOptions) -> Result<Trained, TrainError> {
     if rows.is_empty() {
         return Err(TrainError::Empty);
     }
@@ -214,19 +293,18 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
     if rows.len() < max {
         return Err(TrainError::TooFew { k: max, rows: rows.len() });
     }
-    let scaler = Scaler::fit(rows);
-    let scaled: Vec<[f64; N_FEATURES]> = rows.iter().map(|r| scaler.transform(r)).collect();
-    let z = Array2::from_shape_vec((rows.len(), N_FEATURES), scaled.iter().flatten().copied().collect())
-        .expect("shape matches");
-    let sample: Vec<usize> = sample_indices(rows.len(), options.silhouette_sample);
+    let scaler = Scaler::fit(&rows);
+    rows.iter_mut().for_each(|r| *r = scaler.transform(r));
+    let scaled = rows;
+    let sample: Vec<usize> = sample_indices(scaled.len(), options.silhouette_sample);
     let sample_points: Vec<[f64; N_FEATURES]> = sample.iter().map(|&i| scaled[i]).collect();
 
-    let mut best: Option<(usize, f64, Model)> = None;
+    let mut best: Option<(usize, f64, Fitted)> = None;
     let mut by_k = Vec::new();
     for k in min..=max {
-        let model = fit(&z, k, options)?;
-        let centroids = centroid_rows(&model);
-        let labels: Vec<usize> = sample_points.iter().map(|p| nearest(&centroids, p).0 as usize).collect();
+        let model = fit(&scaled, k, options)?;
+        let centroids = &model.centroids;
+        let labels: Vec<usize> = sample_points.iter().map(|p| nearest(centroids, p).0 as usize).collect();
         let score = silhouette(&sample_points, &labels, k);
         tracing::info!(k, silhouette = format!("{score:.4}"), "kmeans fitted");
         by_k.push((k, score));
@@ -235,8 +313,8 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
         }
     }
     let (k, score, model) = best.expect("at least one k");
-    let centroids = centroid_rows(&model);
-    let labels: Vec<usize> = model.predict(&z).to_vec();
+    let centroids = model.centroids;
+    let labels: Vec<usize> = scaled.iter().map(|p| nearest_squared(&centroids, p).0).collect();
     let inertia = scaled.iter().map(|p| nearest(&centroids, p).1.powi(2)).sum();
     let artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
@@ -247,7 +325,7 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
         scaler,
         centroids,
         training: TrainingReport {
-            training_rows: rows.len(),
+            training_rows: scaled.len(),
             inertia,
             silhouette: score,
             silhouette_by_k: if min == max { Vec::new() } else { by_k },
@@ -262,9 +340,8 @@ pub fn train(rows: &[[f64; N_FEATURES]], options: &TrainOptions) -> Result<Train
     Ok(Trained { artifact, labels })
 }
 
-fn centroid_rows(model: &Model) -> Vec<[f64; N_FEATURES]> {
-    model
-        .centroids()
+fn centroid_rows(centroids: &Array2<f64>) -> Vec<[f64; N_FEATURES]> {
+    centroids
         .rows()
         .into_iter()
         .map(|row| {
@@ -301,7 +378,7 @@ mod tests {
     #[test]
     fn silhouette_prefers_the_true_k() {
         let options = TrainOptions { k: KChoice::BySilhouette { min: 2, max: 6 }, n_runs: 3, ..Default::default() };
-        let trained = train(&blobs(), &options).unwrap();
+        let trained = train(blobs(), &options).unwrap();
         assert_eq!(trained.artifact.k, 3);
         assert!(trained.artifact.training.silhouette > 0.8);
         assert_eq!(trained.artifact.training.silhouette_by_k.len(), 5);
@@ -310,7 +387,8 @@ mod tests {
     #[test]
     fn artifact_round_trip_gives_identical_predictions() {
         let rows = blobs();
-        let trained = train(&rows, &TrainOptions { k: KChoice::Fixed(3), n_runs: 2, ..Default::default() }).unwrap();
+        let trained =
+            train(rows.clone(), &TrainOptions { k: KChoice::Fixed(3), n_runs: 2, ..Default::default() }).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let zip = dir.path().join("m.zip");
         trained.artifact.write_zip(&zip).unwrap();
@@ -327,17 +405,65 @@ mod tests {
     #[test]
     fn training_is_deterministic() {
         let options = TrainOptions { k: KChoice::Fixed(3), n_runs: 2, ..Default::default() };
-        let a = train(&blobs(), &options).unwrap().artifact;
-        let b = train(&blobs(), &options).unwrap().artifact;
+        let a = train(blobs(), &options).unwrap().artifact;
+        let b = train(blobs(), &options).unwrap().artifact;
         assert_eq!(a.to_json(), b.to_json());
     }
 
     #[test]
     fn refuses_empty_and_bad_ranges() {
-        assert!(matches!(train(&[], &TrainOptions::default()), Err(TrainError::Empty)));
+        assert!(matches!(train(Vec::new(), &TrainOptions::default()), Err(TrainError::Empty)));
         let options = TrainOptions { k: KChoice::BySilhouette { min: 5, max: 3 }, ..Default::default() };
-        assert!(matches!(train(&blobs(), &options), Err(TrainError::BadRange { .. })));
+        assert!(matches!(train(blobs(), &options), Err(TrainError::BadRange { .. })));
         let options = TrainOptions { k: KChoice::Fixed(3), ..Default::default() };
-        assert!(matches!(train(&blobs()[..2], &options), Err(TrainError::TooFew { .. })));
+        assert!(matches!(train(blobs()[..2].to_vec(), &options), Err(TrainError::TooFew { .. })));
+    }
+
+    /// Overlapping clouds (a deterministic LCG): k-means needs a dozen or
+    /// more steps on them, unlike on the separated blobs.
+    fn clouds(n: usize) -> Vec<[f64; N_FEATURES]> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut uniform = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|i| {
+                let centre = (i % 5) as f64;
+                let mut row = [0.0; N_FEATURES];
+                row.iter_mut().enumerate().for_each(|(d, v)| *v = centre * (d % 3) as f64 + 4.0 * uniform());
+                row
+            })
+            .collect()
+    }
+
+    /// The steps after linfa's first are linfa's algorithm, and `RowL2` is
+    /// linfa's distance: the same centroids bit for bit as linfa's whole fit
+    /// with `L2Dist`, after the same number of iterations (capping linfa one
+    /// step earlier gives other centroids).
+    #[test]
+    fn continues_exactly_like_linfa() {
+        let z = clouds(3000);
+        let view = ArrayView2::from_shape((z.len(), N_FEATURES), z.as_flattened()).unwrap();
+        let options = TrainOptions::default();
+        let mut total_iterations = 0;
+        for (k, seed) in [(3, 1), (4, 2), (6, 3), (8, 4)] {
+            let fitted = fit_once(&z, k, &options, seed).unwrap();
+            // linfa's own fit with its own distance.
+            let rng = Xoshiro256Plus::seed_from_u64(seed);
+            let linfa = KMeans::params_with_rng(k, rng)
+                .n_runs(1)
+                .tolerance(options.tolerance)
+                .max_n_iterations(options.max_iterations)
+                .fit(&DatasetBase::from(view))
+                .unwrap();
+            assert_eq!(fitted.centroids, centroid_rows(linfa.centroids()), "k = {k}");
+            let inertia = linfa.inertia() * z.len() as f64;
+            assert!((fitted.inertia - inertia).abs() <= 1e-9 * inertia, "k = {k}: {} vs {inertia}", fitted.inertia);
+            let capped = linfa_fit(view, k, &options, seed, fitted.iterations - 1).unwrap();
+            assert_ne!(fitted.centroids, centroid_rows(capped.centroids()), "k = {k}: converged earlier");
+            total_iterations += fitted.iterations;
+        }
+        assert!(total_iterations >= 20, "the clouds must need several steps: {total_iterations}");
     }
 }

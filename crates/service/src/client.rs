@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -39,22 +40,48 @@ pub async fn request_with_headers(
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
-    let mut builder = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
+    HttpClient::default().send(method, url, headers, body, timeout).await
+}
+
+/// A client that keeps its connections open between requests (a load
+/// generator's); clones share the pool.
+#[derive(Clone)]
+pub struct HttpClient {
+    pool: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self { pool: Client::builder(TokioExecutor::new()).build_http() }
     }
-    let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| ClientError(format!("{url}: {e}")))?;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| ClientError(format!("{url}: {e}")))?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| ClientError(format!("{url}: {e}")))?;
-        Ok(Response { status, body: String::from_utf8_lossy(&body.to_bytes()).into_owned() })
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| ClientError(format!("{url}: timed out after {timeout:?}")))?
+}
+
+impl HttpClient {
+    /// One request with a JSON body and extra headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError(e.to_string()))?;
+        let mut builder = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(body.into())).map_err(|e| ClientError(format!("{url}: {e}")))?;
+        let exchange = async {
+            let response = self.pool.request(request).await.map_err(|e| ClientError(format!("{url}: {e}")))?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.map_err(|e| ClientError(format!("{url}: {e}")))?;
+            Ok(Response { status, body: String::from_utf8_lossy(&body.to_bytes()).into_owned() })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError(format!("{url}: timed out after {timeout:?}")))?
+    }
 }
 
 /// A GET.

@@ -63,7 +63,7 @@ async fn bundled_sample_reconciles_end_to_end() {
     let rows = training_rows(&bus).await.unwrap();
     // The defaults, as `lab8-model train` uses them: the result must be the
     // artifact committed in dist/ (training is deterministic).
-    let trained = train(&rows, &TrainOptions::default()).unwrap();
+    let trained = train(rows.clone(), &TrainOptions::default()).unwrap();
     let model = trained.artifact;
     let committed = root().join(DEFAULT_ARTIFACT_PATH);
     assert_eq!(

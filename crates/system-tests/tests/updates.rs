@@ -270,7 +270,7 @@ async fn a_new_model_backfills_then_replaces_the_old_one_whole() {
 
     // Model B: another k, trained on the same rows.
     let rows = training_rows(&bus).await.unwrap();
-    let b = train(&rows, &TrainOptions { k: KChoice::Fixed(a.k + 1), ..Default::default() }).unwrap().artifact;
+    let b = train(rows, &TrainOptions { k: KChoice::Fixed(a.k + 1), ..Default::default() }).unwrap().artifact;
     assert_ne!(a.model_version, b.model_version, "the version identifies the content");
     let shutdown = Shutdown::default();
     score_stream(&bus, &b, &ModelMetrics::default(), "b", ConsumerOptions::default(), &shutdown, true).await.unwrap();

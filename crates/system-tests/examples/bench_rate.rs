@@ -1,0 +1,78 @@
+//! Benchmark helper (scripts/bench.sh): a constant-rate (open-loop) HTTP load
+//! generator, what wrk is not. Request i is due at start + i / RATE whatever
+//! happened to the ones before it, and its latency counts from that due time,
+//! so a stall of the server (or of this generator) shows in the percentiles
+//! instead of slowing the load down (no coordinated omission). A pacing
+//! thread hands due requests to a one-thread runtime that keeps connections
+//! open; connections are added when requests overlap. The first second is a
+//! warm-up at the same rate and is not counted. Prints one JSON line.
+//!
+//!   bench_rate URL RATE SECONDS BODY_FILE     (env API_TOKEN: a bearer token)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lab8_service::client::HttpClient;
+
+const WARM_UP: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, rate, seconds, body] = args.as_slice() else {
+        anyhow::bail!("usage: bench_rate URL RATE SECONDS BODY_FILE")
+    };
+    let rate: f64 = rate.parse().context("RATE: requests per second")?;
+    let seconds: f64 = seconds.parse().context("SECONDS")?;
+    let body = std::fs::read(body).with_context(|| body.clone())?;
+    let authorization = std::env::var("API_TOKEN").map(|t| format!("Bearer {t}")).ok();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let client = HttpClient::default();
+    // (latency from the due time, answered 200) of each counted request.
+    let outcomes: Arc<Mutex<Vec<(Duration, bool)>>> = Arc::default();
+    let warm_up = (rate * WARM_UP.as_secs_f64()) as u64;
+    let total = warm_up + (rate * seconds) as u64;
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let (client, outcomes, url, body, authorization) =
+            (client.clone(), outcomes.clone(), url.clone(), body.clone(), authorization.clone());
+        tasks.push(runtime.spawn(async move {
+            let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
+            let answer = client.send("POST", &url, &headers, body, TIMEOUT).await;
+            if i >= warm_up {
+                let ok = matches!(answer, Ok(ref r) if r.status == 200);
+                outcomes.lock().expect("not poisoned").push((due.elapsed(), ok));
+            }
+        }));
+    }
+    let sent_in = start.elapsed().as_secs_f64();
+    runtime.block_on(async {
+        for task in tasks {
+            task.await.expect("a request task panicked");
+        }
+    });
+
+    let outcomes = outcomes.lock().expect("not poisoned");
+    let failed = outcomes.iter().filter(|(_, ok)| !ok).count();
+    let mut latencies: Vec<f64> = outcomes.iter().map(|(d, _)| d.as_secs_f64() * 1000.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
+    println!(
+        "{}",
+        serde_json::json!({
+            "url": url, "target_rate": rate, "achieved_rate": total as f64 / sent_in,
+            "requests": latencies.len(), "failed": failed,
+            "p50_ms": quantile(0.50), "p90_ms": quantile(0.90), "p99_ms": quantile(0.99),
+            "p999_ms": quantile(0.999), "max_ms": latencies.last().copied().unwrap_or(0.0),
+        })
+    );
+    anyhow::ensure!(failed == 0, "{failed} of {} requests failed", latencies.len());
+    Ok(())
+}
