@@ -117,6 +117,9 @@ for size in $SIZES; do
 done
 
 log "/predict under wrk, and end-to-end latency, on the real sample's model"
+# An empty Redis: the last size's mart would otherwise have the model
+# re-score millions of products (its backfill) while it serves.
+"${RC[@]}" FLUSHALL >/dev/null
 size=${SIZES%% *}
 port=$(free_port)
 MODEL_DIR=$LAB8_ROOT/dist LISTEN_ADDR=127.0.0.1:$port "$LAB8_BIN/lab8-model" unpack "$LAB8_ARTIFACT" "$RUN/dist-model" >/dev/null
@@ -132,10 +135,14 @@ for run in $(seq "$REPEATS"); do
   # A fixed load (open loop, latency from each request's due time), what a
   # latency target is about: wrk above measures saturation.
   printf '%s' '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' >"$RUN/predict.json"
-  "$CARGO_TARGET_DIR/release/examples/bench_rate" "http://127.0.0.1:$port/predict" 5000 10 "$RUN/predict.json" >"$RUN/rate.json"
+  # The generator runs at a higher priority than the server: on 2 cores its
+  # pacing thread would otherwise wait for CPU slices and count its own
+  # lateness as the server's (it reports that lateness too).
+  nice -n -10 "$CARGO_TARGET_DIR/release/examples/bench_rate" "http://127.0.0.1:$port/predict" 5000 10 "$RUN/predict.json" >"$RUN/rate.json"
   for q in p50 p99 p999; do
     record "predict_rate_${q}_ms" "$size" "$(field "${q}_ms" <"$RUN/rate.json")" ms "$run" "\"rate\":5000"
   done
+  record predict_rate_lateness_p99_ms "$size" "$(field send_lateness_p99_ms <"$RUN/rate.json")" ms "$run"
   record rss_model_serve_kb "$size" "$(awk '/VmHWM/ { print $2 }' "/proc/$pid/status")" KiB "$run"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
