@@ -138,7 +138,8 @@ for run in $(seq "$REPEATS"); do
   # The generator runs at a higher priority than the server: on 2 cores its
   # pacing thread would otherwise wait for CPU slices and count its own
   # lateness as the server's (it reports that lateness too).
-  nice -n -10 "$CARGO_TARGET_DIR/release/examples/bench_rate" "http://127.0.0.1:$port/predict" 5000 10 "$RUN/predict.json" >"$RUN/rate.json"
+  priority=(); [ "$(id -u)" = 0 ] && priority=(nice -n -10)
+  "${priority[@]}" "$CARGO_TARGET_DIR/release/examples/bench_rate" "http://127.0.0.1:$port/predict" 5000 10 "$RUN/predict.json" >"$RUN/rate.json"
   for q in p50 p99 p999; do
     record "predict_rate_${q}_ms" "$size" "$(field "${q}_ms" <"$RUN/rate.json")" ms "$run" "\"rate\":5000"
   done

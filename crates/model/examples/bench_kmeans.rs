@@ -1,4 +1,4 @@
-//! Benchmark helper (scripts/bench.sh): the linfa KMeans fit alone, timed,
+//! Benchmark helper (scripts/bench.sh): lab8's KMeans fit alone, timed,
 //! on the mart's products scaled by a model's own scaler, with that model's
 //! k, seed, restarts, iteration cap and tolerance — the same matrix and
 //! settings `bench/sklearn_kmeans.py` gives scikit-learn. Prints one JSON

@@ -1,5 +1,7 @@
-//! Training: standardise, fit KMeans with linfa (k given, or chosen by
-//! silhouette over a range on a fixed-size sample), pack the artifact.
+//! Training: standardise, fit KMeans with k given or chosen by silhouette
+//! over a range on a fixed-size sample (linfa seeds each restart and takes
+//! its first step; the later steps, linfa's algorithm, run here), pack the
+//! artifact.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -64,7 +66,7 @@ pub enum TrainError {
     KMeans(#[from] linfa_clustering::KMeansError),
 }
 
-/// A trained model and linfa's own assignment of the training rows.
+/// A trained model and the assignment of the training rows.
 pub struct Trained {
     pub artifact: ModelArtifact,
     pub labels: Vec<usize>,
@@ -114,9 +116,9 @@ fn sample_indices(n: usize, size: usize) -> Vec<usize> {
     (0..size).map(|i| i * n / size).collect()
 }
 
-/// One fitted restart: centroids in the standardised space, linfa's inertia
-/// (squared distances to the centroids of the last assignment step) and the
-/// Lloyd iterations run.
+/// One fitted restart: centroids in the standardised space, linfa's inertia up
+/// to rounding (the squared distances to the centroids of the last
+/// assignment step, summed in row order) and the Lloyd iterations run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
     pub centroids: Vec<[f64; N_FEATURES]>,
@@ -131,9 +133,14 @@ pub struct Fitted {
 /// is below the tolerance), over fixed-size rows in one pass per iteration
 /// where linfa walks ndarray row views split per row across threads.
 /// `continues_exactly_like_linfa` checks the result equals linfa's own fit.
+/// One exception: when linfa's first step already moves the centroids less
+/// than the tolerance, linfa stops there and this takes one more step (the
+/// seeds are out of reach: linfa does not expose its k-means++ alone); a
+/// k-means++ seeding that is already a fixed point takes degenerate data.
 fn fit_once(z: &[[f64; N_FEATURES]], k: usize, options: &TrainOptions, seed: u64) -> Result<Fitted, TrainError> {
     let view = ArrayView2::from_shape((z.len(), N_FEATURES), z.as_flattened()).expect("shape matches");
-    let first = linfa_fit(view, k, options, seed, 1)?;
+    // A cap of 0 still reaches linfa, which refuses it.
+    let first = linfa_fit(view, k, options, seed, options.max_iterations.min(1))?;
     let mut fitted = Fitted {
         centroids: centroid_rows(first.centroids()),
         inertia: first.inertia() * z.len() as f64,
@@ -460,10 +467,20 @@ mod tests {
             assert_eq!(fitted.centroids, centroid_rows(linfa.centroids()), "k = {k}");
             let inertia = linfa.inertia() * z.len() as f64;
             assert!((fitted.inertia - inertia).abs() <= 1e-9 * inertia, "k = {k}: {} vs {inertia}", fitted.inertia);
+            assert!(fitted.iterations > 1, "k = {k}: a step after linfa's first is checked");
             let capped = linfa_fit(view, k, &options, seed, fitted.iterations - 1).unwrap();
             assert_ne!(fitted.centroids, centroid_rows(capped.centroids()), "k = {k}: converged earlier");
             total_iterations += fitted.iterations;
+            // Iteration caps: linfa's result after exactly that many steps.
+            for cap in [1, 2, 3] {
+                let options = TrainOptions { max_iterations: cap, ..options.clone() };
+                let capped = fit_once(&z, k, &options, seed).unwrap();
+                let linfa = linfa_fit(view, k, &options, seed, cap).unwrap();
+                assert_eq!((capped.centroids, capped.iterations), (centroid_rows(linfa.centroids()), cap), "k = {k}");
+            }
         }
+        let zero = TrainOptions { max_iterations: 0, ..options };
+        assert!(matches!(fit_once(&z, 3, &zero, 1), Err(TrainError::KMeans(_))), "a cap of 0 is refused");
         assert!(total_iterations >= 20, "the clouds must need several steps: {total_iterations}");
     }
 }

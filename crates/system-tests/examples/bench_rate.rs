@@ -5,7 +5,9 @@
 //! instead of slowing the load down (no coordinated omission). A pacing
 //! thread hands due requests to a one-thread runtime that keeps connections
 //! open; connections are added when requests overlap. The first second is a
-//! warm-up at the same rate and is not counted. Prints one JSON line.
+//! warm-up at the same rate and is not counted. Any failed request (not 200)
+//! fails the run. Prints one JSON line, with the pacing thread's own
+//! lateness (a lower bound of the generator's share of the latencies).
 //!
 //!   bench_rate URL RATE SECONDS BODY_FILE     (env API_TOKEN: a bearer token)
 
@@ -30,8 +32,8 @@ fn main() -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let client = HttpClient::default();
-    // (latency from the due time, answered 200) of each counted request.
-    let outcomes: Arc<Mutex<Vec<(Duration, bool)>>> = Arc::default();
+    // (latency from the due time, counted, failed) of each request.
+    let outcomes: Arc<Mutex<Vec<(Duration, bool, bool)>>> = Arc::default();
     let warm_up = (rate * WARM_UP.as_secs_f64()) as u64;
     let total = warm_up + (rate * seconds) as u64;
     let start = Instant::now() + Duration::from_millis(50);
@@ -44,16 +46,17 @@ fn main() -> anyhow::Result<()> {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        lateness.push(due.elapsed().as_secs_f64() * 1000.0);
+        if i >= warm_up {
+            lateness.push(due.elapsed().as_secs_f64() * 1000.0);
+        }
         let (client, outcomes, url, body, authorization) =
             (client.clone(), outcomes.clone(), url.clone(), body.clone(), authorization.clone());
         tasks.push(runtime.spawn(async move {
             let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("authorization", a.as_str())).collect();
             let answer = client.send("POST", &url, &headers, body, TIMEOUT).await;
-            if i >= warm_up {
-                let ok = matches!(answer, Ok(ref r) if r.status == 200);
-                outcomes.lock().expect("not poisoned").push((due.elapsed(), ok));
-            }
+            let ok = matches!(answer, Ok(ref r) if r.status == 200);
+            // Failures of the warm-up count too; latencies only after it.
+            outcomes.lock().expect("not poisoned").push((due.elapsed(), ok && i >= warm_up, !ok));
         }));
     }
     let sent_in = start.elapsed().as_secs_f64();
@@ -64,8 +67,11 @@ fn main() -> anyhow::Result<()> {
     });
 
     let outcomes = outcomes.lock().expect("not poisoned");
-    let failed = outcomes.iter().filter(|(_, ok)| !ok).count();
-    let mut latencies: Vec<f64> = outcomes.iter().map(|(d, _)| d.as_secs_f64() * 1000.0).collect();
+    let failed = outcomes.iter().filter(|(_, _, failed)| *failed).count();
+    let mut latencies: Vec<f64> =
+        outcomes.iter().filter(|(_, counted, _)| *counted).map(|(d, _, _)| d.as_secs_f64() * 1000.0).collect();
+    anyhow::ensure!(failed == 0, "{failed} of {total} requests failed");
+    anyhow::ensure!(!latencies.is_empty(), "no request counted: RATE × SECONDS < 1");
     latencies.sort_by(f64::total_cmp);
     lateness.sort_by(f64::total_cmp);
     let quantile_of =
@@ -74,13 +80,12 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "url": url, "target_rate": rate, "achieved_rate": total as f64 / sent_in,
-            "requests": latencies.len(), "failed": failed,
+            "url": url, "target_rate": rate, "achieved_rate": (total - 1) as f64 / sent_in,
+            "requests": latencies.len(),
             "p50_ms": quantile(0.50), "p90_ms": quantile(0.90), "p99_ms": quantile(0.99),
             "p999_ms": quantile(0.999), "max_ms": latencies.last().copied().unwrap_or(0.0),
             "send_lateness_p99_ms": quantile_of(&lateness, 0.99),
         })
     );
-    anyhow::ensure!(failed == 0, "{failed} of {} requests failed", latencies.len());
     Ok(())
 }
