@@ -1,6 +1,9 @@
--- wrk script: POST one product's nutrients to /predict.
+-- wrk script: POST one product's nutrients (bench/predict.json, the body
+-- bench_rate sends too) to /predict. Run from the repository root.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 -- The bearer token the service requires (bench.sh exports API_TOKEN).
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("API_TOKEN")
-wrk.body = '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}'
+local body = assert(io.open("bench/predict.json", "r"))
+wrk.body = body:read("*a")
+body:close()

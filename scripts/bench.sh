@@ -134,12 +134,11 @@ for run in $(seq "$REPEATS"); do
   record predict_requests_per_s "$size" "$(awk '/Requests\/sec/ { print $2 }' "$RUN/wrk.txt")" "req/s" "$run"
   # A fixed load (open loop, latency from each request's due time), what a
   # latency target is about: wrk above measures saturation.
-  printf '%s' '{"energy_kj":2100,"fat_g":25,"saturated_fat_g":12,"carbohydrates_g":60,"sugars_g":30,"fiber_g":2,"proteins_g":6,"salt_g":0.6}' >"$RUN/predict.json"
   # The generator runs at a higher priority than the server: on 2 cores its
   # pacing thread would otherwise wait for CPU slices and count its own
   # lateness as the server's (it reports that lateness too).
   priority=(); [ "$(id -u)" = 0 ] && priority=(nice -n -10)
-  "${priority[@]}" "$CARGO_TARGET_DIR/release/examples/bench_rate" "http://127.0.0.1:$port/predict" 5000 10 "$RUN/predict.json" >"$RUN/rate.json"
+  "${priority[@]}" "$CARGO_TARGET_DIR/release/examples/bench_rate" "http://127.0.0.1:$port/predict" 5000 10 bench/predict.json >"$RUN/rate.json"
   for q in p50 p99 p999; do
     record "predict_rate_${q}_ms" "$size" "$(field "${q}_ms" <"$RUN/rate.json")" ms "$run" "\"rate\":5000"
   done

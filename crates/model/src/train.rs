@@ -321,8 +321,16 @@ pub fn train(mut rows: Vec<[f64; N_FEATURES]>, options: &TrainOptions) -> Result
     }
     let (k, score, model) = best.expect("at least one k");
     let centroids = model.centroids;
-    let labels: Vec<usize> = scaled.iter().map(|p| nearest_squared(&centroids, p).0).collect();
-    let inertia = scaled.iter().map(|p| nearest(&centroids, p).1.powi(2)).sum();
+    // One pass: each row's cluster and its share of the inertia, as scoring computes them.
+    let mut inertia = 0.0;
+    let labels: Vec<usize> = scaled
+        .iter()
+        .map(|p| {
+            let (cluster, distance) = nearest(&centroids, p);
+            inertia += distance.powi(2);
+            cluster as usize
+        })
+        .collect();
     let artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
         model_version: MODEL_VERSION.into(),
