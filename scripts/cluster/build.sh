@@ -2,13 +2,14 @@
 # Builds the cluster's components from the Go module proxy, cached:
 # Kubernetes v1.34 (apiserver, controller-manager, scheduler, kubelet,
 # kube-proxy, kubectl) in ONE go build so shared packages compile once,
-# etcd 3.6, CoreDNS, and a static pause binary. Output: $CLUSTER_BIN.
+# etcd 3.6, CoreDNS, a static pause binary, and the components that make the
+# manifests' HPAs, NetworkPolicies and scrape annotations act: metrics-server,
+# kube-router (its policy controller alone) and VictoriaMetrics (single node).
+# Output: $CLUSTER_BIN.
 set -euo pipefail
-source "$(dirname "$0")/../lib.sh"
+source "$(dirname "$0")/env.sh"
 HERE=$LAB8_ROOT/scripts/cluster
-KV=v1.34.4
-COREDNS=v1.12.1
-CLUSTER_BIN=${CLUSTER_BIN:-$HOME/.cache/lab8/cluster/bin-$KV}
+KV=$KUBE_VERSION
 mkdir -p "$CLUSTER_BIN"
 export CGO_ENABLED=0 GOFLAGS="-trimpath -mod=mod" GOTOOLCHAIN=local
 command -v go >/dev/null || die "Go is needed to build the cluster (https://go.dev/dl)"
@@ -32,10 +33,16 @@ if ! have_all etcd etcdctl; then
   (cd "$HERE/etcd" && go build -ldflags "-s -w" -o "$CLUSTER_BIN/etcd" go.etcd.io/etcd/server/v3 \
     && go build -ldflags "-s -w" -o "$CLUSTER_BIN/etcdctl" go.etcd.io/etcd/etcdctl/v3)
 fi
-if ! have_all coredns; then
-  log "building CoreDNS $COREDNS"
-  GOBIN="$CLUSTER_BIN" GOFLAGS=-trimpath go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS"
-fi
+# go_install BINARY MODULE_PATH@VERSION: a module without replace lines, straight from the proxy
+go_install() {
+  have_all "$1" && return 0
+  log "building $1 (${2##*@})"
+  GOBIN="$CLUSTER_BIN" GOFLAGS=-trimpath go install -ldflags "-s -w" "$2"
+}
+go_install coredns "github.com/coredns/coredns@$COREDNS"
+go_install metrics-server "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+go_install kube-router "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+go_install victoria-metrics "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@$VICTORIA_METRICS_VERSION"
 if ! have_all pause; then
   log "building the pause binary (static C)"
   gcc -Os -static -o "$CLUSTER_BIN/pause" "$HERE/pause.c" && strip "$CLUSTER_BIN/pause"

@@ -18,7 +18,7 @@ stop() { # stop NAME: SIGTERM, then SIGKILL after 10 s
 }
 
 log "stopping the cluster"
-for component in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$component"; done
+for component in kube-router kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$component"; done
 if [ -S "$CONTAINERD_SOCK" ]; then
   for task in $(ctr_k8s tasks ls -q 2>/dev/null); do ctr_k8s tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true; done
   sleep 1
@@ -40,6 +40,8 @@ for table in filter nat mangle; do
     grep -vE 'KUBE-|CNI-|lab8-cluster' <<<"$rules" | iptables-restore -T "$table"
   fi
 done
+# kube-router's ipsets, once no rule refers to them.
+for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-'); do ipset destroy "$set" 2>/dev/null || true; done
 rm -rf "$CLUSTER_DIR/etcd" "$CLUSTER_DIR/run" /var/lib/lab8-kubelet /var/lib/cni/networks/lab8-pod-network \
   /etc/cni/net.d/10-lab8-pods.conflist "$CLUSTER_DIR/containerd" /run/lab8-containerd "$CLUSTER_DIR/pv"
 log "cluster down"

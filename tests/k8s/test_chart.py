@@ -71,7 +71,7 @@ def label_maps(doc):
 
 # What only one side has, on purpose.
 ONLY_KUSTOMIZE = {("Namespace", "lab8"), ("Job", "lab8-secrets"), ("ServiceAccount", "lab8-secrets"),
-                  ("Role", "lab8-secrets"), ("RoleBinding", "lab8-secrets")}
+                  ("Role", "lab8-secrets"), ("RoleBinding", "lab8-secrets"), ("NetworkPolicy", "lab8-secrets")}
 ONLY_HELM = {("Secret", "lab8-redis"), ("Secret", "lab8-api-token")}
 
 

@@ -17,7 +17,7 @@ import yaml
 import policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-OVERLAYS = ["minikube", "production"]
+OVERLAYS = ["minikube", "production", "local"]
 KUBERNETES_VERSION = "1.34.0"
 
 
@@ -54,6 +54,16 @@ def test_renders_and_validates_against_the_schemas(docs):
 @pytest.mark.parametrize("check", POLICY_CHECKS)
 def test_policy(docs, check):
     assert check(docs) == []
+
+
+CLUSTER_SCOPED = {"PersistentVolume", "Namespace"}
+
+
+def test_every_object_is_in_the_lab8_namespace(docs):
+    """What an overlay adds on top of another (the local overlay's HPAs) lands
+    in the namespace too, not in `default`."""
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs
+            if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != "lab8"] == []
 
 
 def test_every_service_has_a_deployment_and_redis_a_statefulset(minikube):
@@ -180,7 +190,7 @@ def test_only_lab8_services_reach_redis(minikube):
     netpol = find(minikube, "NetworkPolicy", "lab8-redis")
     allowed = netpol["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
     assert sorted(allowed) == ["mart", "model", "source"]
-    assert find(minikube, "NetworkPolicy", "lab8-default-deny")["spec"]["policyTypes"] == ["Ingress"]
+    assert find(minikube, "NetworkPolicy", "lab8-default-deny")["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
 # The smallest node `minikube start` makes by default: 2 CPUs, and 25 % of the
@@ -215,13 +225,25 @@ def test_minikube_quota_admits_the_scale_out_to_three(minikube):
             f"3 replicas must still fit minikube's default node ({resource})"
 
 
-def test_production_scales_out():
-    docs = render("production")
+def hpa_max(docs):
+    return {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+
+
+@pytest.mark.parametrize("overlay, least", [("production", 3), ("local", 1)])
+def test_hpas_own_the_consumers_replicas(overlay, least):
+    """The mart and the model scale by their HPAs, which alone set the count
+    (no spec.replicas for an apply to reset), and the quota admits their maximum."""
+    docs = render(overlay)
     for name in ("lab8-mart", "lab8-model"):
-        assert find(docs, "Deployment", name)["spec"]["replicas"] >= 3
-        assert find(docs, "HorizontalPodAutoscaler", name)["spec"]["scaleTargetRef"]["name"] == name
+        hpa = find(docs, "HorizontalPodAutoscaler", name)
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name
+        assert hpa["spec"]["minReplicas"] >= least
+        assert "replicas" not in find(docs, "Deployment", name)["spec"]
     quota = find(docs, "ResourceQuota", "lab8-quota")["spec"]["hard"]
-    assert policy.quantity(quota["requests.cpu"]) >= policy.footprint(docs, "cpu")
+    for section in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            need = policy.footprint(docs, resource, section=section, replicas=hpa_max(docs))
+            assert policy.quantity(quota[f"{section}.{resource}"]) >= need, f"{overlay} {section}.{resource}: quota below {need}"
 
 
 def test_no_deprecated_kustomize_fields():

@@ -141,6 +141,9 @@ spec:
       labels:
         {{- include "lab8.componentLabels" . | nindent 8 }}
       annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ .port | quote }}
+        prometheus.io/path: /metrics
         checksum/config: {{ include "lab8.config" $root | sha256sum }}
         checksum/redis-secret: {{ include "lab8.redisSecretChecksum" $root }}
         {{- if .apiToken }}
@@ -320,7 +323,25 @@ spec:
 {{- end }}
 {{- end }}
 
-{{/* A NetworkPolicy admitting `from` (a list of peers; empty: anyone) to the component's port. */}}
+{{/* The peers an HTTP service admits: pods labelled lab8.io/client=true in any
+namespace, and monitoring in namespaces labelled lab8.io/monitoring. */}}
+{{- define "lab8.httpClients" -}}
+- namespaceSelector: {}
+  podSelector:
+    matchExpressions:
+      - key: lab8.io/client
+        operator: In
+        values: ["true"]
+- namespaceSelector:
+    matchExpressions:
+      - key: lab8.io/monitoring
+        operator: Exists
+{{- end }}
+
+{{/* A NetworkPolicy admitting `from` (a list of peers) to the component's port;
+with `redisClient`, egress to Redis and DNS (and with `upstream`, to the API
+server: the init container's rollout wait). Without, no egress rule (the
+default deny's). */}}
 {{- define "lab8.networkPolicy" -}}
 {{- if .root.Values.networkPolicies.enabled }}
 apiVersion: networking.k8s.io/v1
@@ -335,12 +356,48 @@ spec:
       {{- include "lab8.selector" . | nindent 6 }}
   policyTypes:
     - Ingress
+    {{- if .redisClient }}
+    - Egress
+    {{- end }}
   ingress:
-    - {{- with .from }}
-      from:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
+    - from:
+        {{- toYaml .from | nindent 8 }}
       ports:
         - port: {{ .port }}
+  {{- if .redisClient }}
+  egress:
+    - to:
+        - podSelector:
+            matchExpressions:
+              - key: app.kubernetes.io/component
+                operator: In
+                values: [redis]
+      ports:
+        - port: 6379
+    - to:
+        - namespaceSelector:
+            matchExpressions:
+              - key: kubernetes.io/metadata.name
+                operator: In
+                values: [kube-system]
+          podSelector:
+            matchExpressions:
+              - key: k8s-app
+                operator: In
+                values: [kube-dns]
+      ports:
+        - port: 53
+          protocol: UDP
+        - port: 53
+          protocol: TCP
+    {{- if .upstream }}
+    # The API server: 443 through the kubernetes Service, the endpoint's own
+    # port after its DNAT (6443: kubeadm; 8443: minikube).
+    - ports:
+        - port: 443
+        - port: 6443
+        - port: 8443
+    {{- end }}
+  {{- end }}
 {{- end }}
 {{- end }}
