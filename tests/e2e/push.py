@@ -2,20 +2,24 @@
 """Pushes the bundled OpenFoodFacts sample to lab8-source's HTTP API, and
 generates load (ingest + /predict) while the cluster changes under it.
 
-  push.py sample SOURCE_URL [--prefix P] [--repeat N]
+  push.py sample SOURCE_URL [--prefix P] [--repeat N | --until F]
   push.py load SOURCE_URL PREDICT_URL --stop-file F --out F [--prefix P]
+  push.py predict PREDICT_URL --stop-file F --out F [--threads N]
 
 The write APIs' bearer token comes from LAB8_API_TOKEN.
 """
 
 import argparse
+import concurrent.futures
 import csv
 import glob
 import json
 import os
 import pathlib
+import http.client
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -46,9 +50,11 @@ def post(url, body, timeout=10):
         return json.loads(response.read())
 
 
-def push_sample(url, prefix="", repeat=1, batch=500):
+def push_sample(url, prefix="", repeat=1, batch=500, until=None):
+    """The sample, `repeat` times, or with `until` pass after pass until that file exists."""
     totals = {"received": 0, "sent": 0, "duplicates": 0, "rejected": 0}
-    for r in range(repeat):
+    r = 0
+    while (r < repeat) if until is None else not os.path.exists(until):
         items = []
         for row in sample_rows():
             row["code"] = f"{prefix}{r}-{row['code']}" if prefix else row["code"]
@@ -58,6 +64,8 @@ def push_sample(url, prefix="", repeat=1, batch=500):
                 items = []
         if items:
             add(totals, post(url, items))
+        r += 1
+    totals["passes"] = r
     return totals
 
 
@@ -96,6 +104,36 @@ def load(source_url, predict_url, stop_file, out, prefix):
     pathlib.Path(out).write_text(json.dumps(stats))
 
 
+def predict_until(predict_url, stop_file, out, threads):
+    """/predict from `threads` keep-alive connections as fast as answers come, until stop_file exists."""
+    parsed = urllib.parse.urlsplit(predict_url)
+    body = json.dumps(PREDICT_BODY).encode()
+
+    def worker(_):
+        ok = failed = sent = 0
+        connection = None
+        while not os.path.exists(stop_file):
+            # A new connection every 100 requests: the Service balances
+            # connections, so pods added by a scale-out get their share.
+            if sent % 100 == 0:
+                connection and connection.close()
+                connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+            sent += 1
+            try:
+                connection.request("POST", parsed.path, body=body, headers=headers())
+                response = connection.getresponse()
+                answered = response.status == 200 and b"cluster" in response.read()
+                ok, failed = ok + answered, failed + (not answered)
+            except (OSError, http.client.HTTPException):
+                failed += 1
+                sent = 0
+        return ok, failed
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(worker, range(threads)))
+    pathlib.Path(out).write_text(json.dumps({"predict_ok": sum(r[0] for r in results), "predict_failed": sum(r[1] for r in results)}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,15 +141,23 @@ def main():
     s.add_argument("url")
     s.add_argument("--prefix", default="")
     s.add_argument("--repeat", type=int, default=1)
+    s.add_argument("--until", help="repeat until this file exists")
     l = sub.add_parser("load")
     l.add_argument("url")
     l.add_argument("predict_url")
     l.add_argument("--stop-file", required=True)
     l.add_argument("--out", required=True)
     l.add_argument("--prefix", default="load-")
+    p = sub.add_parser("predict")
+    p.add_argument("predict_url")
+    p.add_argument("--stop-file", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     if args.command == "sample":
-        print(json.dumps(push_sample(args.url, args.prefix, args.repeat)))
+        print(json.dumps(push_sample(args.url, args.prefix, args.repeat, until=args.until)))
+    elif args.command == "predict":
+        predict_until(args.predict_url, args.stop_file, args.out, args.threads)
     else:
         load(args.url, args.predict_url, args.stop_file, args.out, args.prefix)
 

@@ -193,6 +193,39 @@ def test_only_lab8_services_reach_redis(minikube):
     assert find(minikube, "NetworkPolicy", "lab8-default-deny")["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
+def egress_paths(netpol):
+    """(peer, port) pairs a policy lets its pods open; peer "any" when unrestricted."""
+    paths = set()
+    for rule in netpol["spec"].get("egress", []):
+        peers = [yaml.safe_dump(p, sort_keys=True) for p in rule.get("to", [])] or ["any"]
+        for peer in peers:
+            for port in rule.get("ports", [{}]):
+                paths.add((peer, f'{port.get("port", "all")}/{port.get("protocol", "TCP")}'))
+    return paths
+
+
+@pytest.mark.parametrize("service, port, talks_to_api", [("source", 8080, False), ("mart", 8081, True), ("model", 8082, True)])
+def test_network_policies_declare_every_path(docs, service, port, talks_to_api):
+    """Each service opens connections to Redis and DNS alone (mart and model
+    also to the API server, for their rollout wait), and admits lab8.io/client
+    pods and monitoring namespaces to its port alone; the default policy
+    denies everything else both ways; Redis opens nothing."""
+    deny = find(docs, "NetworkPolicy", "lab8-default-deny")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress", "Egress"]
+    netpol = find(docs, "NetworkPolicy", f"lab8-{service}")
+    redis = yaml.safe_dump({"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["redis"]}]}}, sort_keys=True)
+    dns = {(peer, f"53/{proto}") for peer, _ in egress_paths(netpol) if "kube-dns" in peer for proto in ("UDP", "TCP")}
+    api = {("any", f"{p}/TCP") for p in (443, 6443, 8443)} if talks_to_api else set()
+    assert len(dns) == 2
+    assert egress_paths(netpol) == {(redis, "6379/TCP")} | dns | api
+    [rule] = netpol["spec"]["ingress"]
+    assert rule["ports"] == [{"port": port}]
+    assert [p.get("podSelector", {}).get("matchExpressions") for p in rule["from"]] == \
+        [[{"key": "lab8.io/client", "operator": "In", "values": ["true"]}], None]
+    assert rule["from"][1]["namespaceSelector"] == {"matchExpressions": [{"key": "lab8.io/monitoring", "operator": "Exists"}]}
+    assert "Egress" not in find(docs, "NetworkPolicy", "lab8-redis")["spec"]["policyTypes"]
+
+
 # The smallest node `minikube start` makes by default: 2 CPUs, and 25 % of the
 # host's memory clamped to 2,200..6,000 MB (minikube's suggestMemoryAllocation),
 # so 2,200 MB on a host with 8 GiB or less. kube-system requests 750m CPU and
