@@ -263,6 +263,7 @@ for overlay in k8s/overlays/*/; do
   check "$(basename "$overlay") overlay: accepted by the API server as committed (server-side dry run)" \
     sh -c "$CLUSTER_BIN/kubectl apply -k $overlay --dry-run=server >/dev/null"
 done
+applied_at=$(date +%s)
 kc apply -k "$OVERLAY" | tee "$ARTIFACTS/apply.txt"
 # The Redis password is made in the cluster; every pod waits for it.
 check "the secrets Job made Secrets lab8-redis and lab8-api-token in the cluster" k wait --for=condition=complete job/lab8-secrets --timeout=180s
@@ -338,10 +339,11 @@ targets_up() {
 }
 check "VictoriaMetrics scrapes the source, the mart and the model (every target up)" within 60 targets_up
 # Every raw record the mart handled (accepted, ignored, rejected), summed over
-# its pods' last scraped values, equals what the raw stream received.
-PROCESSED="sum(last_over_time(lab8_mart_raw_records_total{namespace=\"$NS\"}[1h])) + sum(last_over_time(lab8_mart_rejected_total{namespace=\"$NS\"}[1h]))"
+# the last scraped values of its pods since the apply, equals what the raw
+# stream received.
 scraped_processed_matches() {
-  local scraped; scraped=$(vm_values "$PROCESSED" | awk '{ print $NF }')
+  local since=$(($(date +%s) - applied_at))s scraped
+  scraped=$(vm_values "sum(last_over_time(lab8_mart_raw_records_total{namespace=\"$NS\"}[$since])) + sum(last_over_time(lab8_mart_rejected_total{namespace=\"$NS\"}[$since]))" | awk '{ print $NF }')
   echo "VictoriaMetrics: $scraped processed; raw stream: $(raw_added) added" >"$ARTIFACTS/vm-processed.txt"
   [ "$scraped" = "$(raw_added)" ]
 }
@@ -433,7 +435,7 @@ three_tags_under_load rollout "$LAB8_VERSION-rollout" \
   env KUBECTL="$CLUSTER_BIN/kubectl" NAMESPACE="$NS" scripts/rollout.sh "$LAB8_VERSION-rollout" "$OVERLAY"
 # The update as VictoriaMetrics scraped it (docs/REPORT.md plots it): the
 # backlog of each stream, the records taken in and processed per second.
-sleep 10; rollout_end=$(date +%s)
+sleep 15; rollout_end=$(date +%s)
 vm_range() { curl -fs "$VM_URL/api/v1/query_range" --data-urlencode "query=$1" --data-urlencode "start=$((rollout_start - 20))" --data-urlencode "end=$rollout_end" --data-urlencode step=5s; }
 rollout_series() {
   python3 - "$ARTIFACTS/vm-rollout.json" "$rollout_start" "$rollout_end" \

@@ -17,12 +17,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def rollout_plot(series_path, out):
+    """The rolling update as VictoriaMetrics scraped it (make e2e stage 6):
+    each stream's backlog, and the records ingested and processed per second."""
+    doc = json.load(open(series_path))
+    t0 = doc["start"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for s in doc["backlog"]:
+        top.plot([t - t0 for t, _ in s["values"]], [float(v) for _, v in s["values"]], label=f'{s["stream"]} → {s["group"]}')
+    top.set_ylabel("backlog (entries)"); top.legend(fontsize=8); top.grid(True, alpha=0.3)
+    top.set_title("The three tags in one apply, under load: scraped by VictoriaMetrics every 5 s")
+    for key, label in (("ingested_per_s", "ingested by the source"), ("processed_per_s", "processed by the mart")):
+        bottom.plot([t - t0 for t, _ in doc[key]], [float(v) for _, v in doc[key]], label=label)
+    bottom.set_ylabel("records / s (15 s rate)"); bottom.set_xlabel("seconds since the apply")
+    for ax in (top, bottom):
+        ax.axvline(0, color="grey", linestyle="--", linewidth=0.8)
+    bottom.legend(fontsize=8); bottom.grid(True, alpha=0.3)
+    fig.tight_layout(); fig.savefig(out / "rollout-metrics.png", dpi=110); plt.close(fig)
+
+
 def main():
     products = {p["code"]: p for p in map(json.loads, filter(str.strip, open(sys.argv[1])))}
     assignments = {a["code"]: a["cluster"] for a in map(json.loads, filter(str.strip, open(sys.argv[2])))}
     model = json.load(open(sys.argv[3]))
     out = pathlib.Path(sys.argv[4])
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "e2e/vm-rollout.json").exists():
+        rollout_plot(out / "e2e/vm-rollout.json", out)
     names = [f["name"] for f in model["features"]]
     k = model["k"]
     codes = sorted(c for c in products if c in assignments)
