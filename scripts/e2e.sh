@@ -141,6 +141,7 @@ three_tags_under_load() {
   python3 tests/e2e/push.py load "$SOURCE_URL" "$PREDICT_URL" --stop-file "$ARTIFACTS/stop" --out "$ARTIFACTS/load-$label.json" --prefix "$label-" &
   load_pid=$!
   sleep 3
+  applied_under_load_at=$(date +%s)
   "$@" 2>&1 | tee "$ARTIFACTS/$label.txt"
   for svc in source mart model; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
   sleep 3; touch "$ARTIFACTS/stop"; wait "$load_pid"
@@ -430,13 +431,12 @@ k delete pod as-source --wait=false >/dev/null
 
 stage "6 three tags in one apply under load: source → mart → model"
 # One `kubectl apply -k` with the three new tags, as a user applies a release.
-rollout_start=$(date +%s)
 three_tags_under_load rollout "$LAB8_VERSION-rollout" \
   env KUBECTL="$CLUSTER_BIN/kubectl" NAMESPACE="$NS" scripts/rollout.sh "$LAB8_VERSION-rollout" "$OVERLAY"
 # The update as VictoriaMetrics scraped it (docs/REPORT.md plots it): the
 # backlog of each stream, the records taken in and processed per second.
-sleep 15; rollout_end=$(date +%s)
-vm_range() { curl -fs "$VM_URL/api/v1/query_range" --data-urlencode "query=$1" --data-urlencode "start=$((rollout_start - 20))" --data-urlencode "end=$rollout_end" --data-urlencode step=5s; }
+sleep 15; rollout_start=$applied_under_load_at rollout_end=$(date +%s)
+vm_range() { curl -fs "$VM_URL/api/v1/query_range" --data-urlencode "query=$1" --data-urlencode "start=$((rollout_start - 10))" --data-urlencode "end=$rollout_end" --data-urlencode step=5s; }
 rollout_series() {
   python3 - "$ARTIFACTS/vm-rollout.json" "$rollout_start" "$rollout_end" \
     "$(vm_range "max by (stream, group) (lab8_stream_backlog{namespace=\"$NS\"})")" \
@@ -552,13 +552,17 @@ stage "8 autoscaling: mart and model scale out under load, back in after"
 # have scaled out and the new pods have had 30 s of the load; then nothing,
 # until both are back at one replica. kubectl top samples every pod
 # meanwhile (docs/REPORT.md sizes the requests from them).
+desired() { k get hpa "lab8-$1" -o jsonpath='{.status.desiredReplicas}'; }
+one_each() { [ "$(desired mart)/$(desired model)" = 1/1 ] \
+  && [ "$(k get deployment lab8-mart lab8-model -o jsonpath='{.items[*].status.replicas}')" = "1 1" ]; }
+# The earlier stages' pushes may have scaled them out: measure from one replica each.
+require "the HPAs are back at one mart and one model replica before the load" within 300 one_each
 raw_before=$(raw_added); stop=$ARTIFACTS/stop-scale; rm -f "$stop"
 load_start=$(date +%s)
 python3 tests/e2e/push.py sample "$SOURCE_URL" --prefix scale- --until "$stop" >"$ARTIFACTS/push-scale.json" &
 push_pid=$!
 python3 tests/e2e/push.py predict "$PREDICT_URL" --stop-file "$stop" --out "$ARTIFACTS/predict-scale.json" &
 predict_pid=$!
-desired() { k get hpa "lab8-$1" -o jsonpath='{.status.desiredReplicas}'; }
 declare -A out_after peak in_after
 : >"$ARTIFACTS/top-under-load.txt"
 while :; do

@@ -55,10 +55,12 @@ start containerd containerd --config "$HERE/containerd.toml"
 wait_for containerd 30 test -S "$CONTAINERD_SOCK"
 
 log "loading images into the node's containerd (k8s.io namespace)"
-make_image() { # make_image TAG BINARY ENTRYPOINT: a one-binary image from a host file
-  local tag=$1 bin=$2 entry=$3 dir; dir=$(mktemp -d)
+make_image() { # make_image TAG BINARY ENTRYPOINT: a one-binary image from a host file (kept while the binary is the same)
+  local tag=$1 bin=$2 entry=$3 dir sum; sum=$(sha256sum "$bin" | cut -c1-64)
+  [ "$(docker image inspect -f '{{index .Config.Labels "lab8.binary-sha256"}}' "$tag" 2>/dev/null)" = "$sum" ] && return 0
+  dir=$(mktemp -d)
   install -D "$bin" "$dir/$entry"
-  tar -C "$dir" -c . | docker import --change "ENTRYPOINT [\"/$entry\"]" - "$tag" >/dev/null
+  tar -C "$dir" -c . | docker import --change "ENTRYPOINT [\"/$entry\"]" --change "LABEL lab8.binary-sha256=$sum" - "$tag" >/dev/null
   rm -rf "$dir"
 }
 make_image "$PAUSE_IMAGE" "$CLUSTER_BIN/pause" pause
