@@ -344,7 +344,7 @@ check "VictoriaMetrics scrapes the source, the mart and the model (every target 
 # stream received.
 scraped_processed_matches() {
   local since=$(($(date +%s) - applied_at))s scraped
-  scraped=$(vm_values "sum(last_over_time(lab8_mart_raw_records_total{namespace=\"$NS\"}[$since])) + sum(last_over_time(lab8_mart_rejected_total{namespace=\"$NS\"}[$since]))" | awk '{ print $NF }')
+  scraped=$(vm_values "sum(last_over_time(lab8_mart_raw_records_total{namespace=\"$NS\"}[$since])) + (sum(last_over_time(lab8_mart_rejected_total{namespace=\"$NS\"}[$since])) or vector(0))" | awk '{ print $NF }')
   echo "VictoriaMetrics: $scraped processed; raw stream: $(raw_added) added" >"$ARTIFACTS/vm-processed.txt"
   [ "$scraped" = "$(raw_added)" ]
 }
@@ -394,9 +394,13 @@ printf '%-22s %-28s %-8s %-8s %s\n' from to expected measured "seconds / error" 
 probe() { # probe NAMESPACE/POD DESTINATION IP PORT allowed|blocked: one connection, recorded in the matrix
   local from=$1 to=$2 expected=$5 start out measured seconds
   start=$(date +%s%N)
-  if out=$(kc -n "${from%/*}" exec "${from#*/}" -- timeout 5 bash -c "exec 3<>/dev/tcp/$3/$4" 2>&1); then measured=allowed; else measured=blocked; fi
+  # Blocked means refused or unanswered; any other failure (the exec itself) is an error.
+  if out=$(kc -n "${from%/*}" exec "${from#*/}" -- timeout 5 bash -c "exec 3<>/dev/tcp/$3/$4" 2>&1); then measured=allowed
+  elif grep -q 'Connection refused\|No route to host\|Connection timed out\|command terminated with exit code 124' <<<"$out"; then measured=blocked
+  else measured=error; fi
   seconds=$(awk -v ns=$(($(date +%s%N) - start)) 'BEGIN { printf "%.2f", ns / 1e9 }')
-  out=$(grep -o 'Connection refused\|No route to host\|Connection timed out\|command terminated with exit code 124' <<<"$out" | head -1 | sed 's/command terminated with exit code 124/no answer within 5 s/')
+  out=$( (grep -o 'Connection refused\|No route to host\|Connection timed out\|command terminated with exit code 124' <<<"$out" || echo "${out:0:60}") \
+    | head -1 | sed 's/command terminated with exit code 124/no answer within 5 s/')
   printf '%-22s %-28s %-8s %-8s %s\n' "$from" "$to" "$expected" "$measured" "$seconds${out:+ ($out)}" >>"$matrix"
   [ "$measured" = "$expected" ]
 }
@@ -412,7 +416,8 @@ policy_matrix() {
   probe lab8-probe/client "mart :8081" "$mart_ip" 8081 allowed || ok=1
   probe lab8-probe/client "model :8082" "$model_ip" 8082 allowed || ok=1
   probe lab8-probe/client "redis :6379" "$REDIS_HOST" 6379 blocked || ok=1
-  # Egress: a pod under the source's policy reaches Redis and DNS, nothing else.
+  # Egress: a pod under the source's policy (and labelled a client, so the
+  # mart's and model's ingress would admit it) reaches Redis and DNS, nothing else.
   probe lab8/as-source "redis :6379" "$REDIS_HOST" 6379 allowed || ok=1
   probe lab8/as-source "kube-dns 10.96.0.10:53" 10.96.0.10 53 allowed || ok=1
   probe lab8/as-source "model :8082" "$model_ip" 8082 blocked || ok=1
@@ -441,7 +446,7 @@ rollout_series() {
   python3 - "$ARTIFACTS/vm-rollout.json" "$rollout_start" "$rollout_end" \
     "$(vm_range "max by (stream, group) (lab8_stream_backlog{namespace=\"$NS\"})")" \
     "$(vm_range "sum(rate(lab8_source_records_total{namespace=\"$NS\"}[15s]))")" \
-    "$(vm_range "sum(rate(lab8_mart_raw_records_total{namespace=\"$NS\"}[15s])) + sum(rate(lab8_mart_rejected_total{namespace=\"$NS\"}[15s]))")" \
+    "$(vm_range "sum(rate(lab8_mart_raw_records_total{namespace=\"$NS\"}[15s])) + (sum(rate(lab8_mart_rejected_total{namespace=\"$NS\"}[15s])) or vector(0))")" \
     "$(vm_range "count(lab8_mart_raw_records_total{namespace=\"$NS\",outcome=\"accepted\"}) by (pod)")" <<'PY'
 import json, sys
 out, start, end, backlog, ingested, processed, pods = sys.argv[1:]
@@ -452,8 +457,10 @@ doc = {"start": int(start), "end": int(end),
        "processed_per_s": [v for r in series(processed) for v in r["values"]],
        "mart_pods": sorted(r["metric"]["pod"] for r in series(pods))}
 json.dump(doc, open(out, "w"))
-# Old and new mart pods both scraped; backlog and throughput sampled across the window.
-sys.exit(not (len(doc["mart_pods"]) >= 2 and len(doc["backlog"]) >= 3 and len(doc["processed_per_s"]) >= 10
+# Mart pods of two ReplicaSets (old and new: the pod-template-hash in the name)
+# scraped; backlog and throughput sampled across the window.
+replica_sets = {pod.rsplit("-", 2)[1] for pod in doc["mart_pods"]}
+sys.exit(not (len(replica_sets) >= 2 and len(doc["backlog"]) >= 3 and len(doc["processed_per_s"]) >= 10
               and max(float(v) for _, v in doc["processed_per_s"]) > 0))
 PY
 }
@@ -568,38 +575,55 @@ declare -A out_after peak in_after
 while :; do
   now=$(($(date +%s) - load_start))
   for c in mart model; do
-    r=$(desired $c); r=${r:-1}
+    r=$(desired $c) || r=1; r=${r:-1}
     [ "$r" -gt "${peak[$c]:-1}" ] && peak[$c]=$r
     [ -z "${out_after[$c]:-}" ] && [ "$r" -gt 1 ] && out_after[$c]=$now
   done
   kc top pods -n "$NS" --no-headers 2>/dev/null | sed "s/^/$now /" >>"$ARTIFACTS/top-under-load.txt" || true
+  k get pods -l 'app.kubernetes.io/component in (mart,model)' \
+    -o jsonpath='{range .items[*]}{.metadata.labels.app\.kubernetes\.io/component} {.metadata.name} {.metadata.creationTimestamp}{"\n"}{end}' \
+    >>"$ARTIFACTS/pods-under-load.txt" 2>/dev/null || true
   last_out=$(( ${out_after[mart]:-9999} > ${out_after[model]:-9999} ? ${out_after[mart]:-9999} : ${out_after[model]:-9999} ))
   { [ "$now" -ge $((last_out + 30)) ] || [ "$now" -ge 240 ]; } && break
   sleep 3
 done
-touch "$stop"; wait "$push_pid" "$predict_pid"; load_end=$(date +%s)
-sent=$(python3 -c "import json; print(json.load(open('$ARTIFACTS/push-scale.json'))['sent'])")
+touch "$stop"; load_end=$(date +%s)
+push_status=0; wait "$push_pid" || push_status=$?
+predict_status=0; wait "$predict_pid" || predict_status=$?
+check "the ingest and /predict clients of the load ran to the end (exit $push_status, $predict_status)" test "$push_status/$predict_status" = 0/0
+sent=$(python3 -c "import json; print(json.load(open('$ARTIFACTS/push-scale.json'))['sent'])" 2>/dev/null) || sent=0
 check "the mart's HPA scaled it out under load (after ${out_after[mart]:-never} s, to ${peak[mart]:-1})" test -n "${out_after[mart]:-}"
 check "the model's HPA scaled it out under load (after ${out_after[model]:-never} s, to ${peak[model]:-1})" test -n "${out_after[model]:-}"
 check "/predict answered every request during the scale-out" \
   python3 -c "import json, sys; s = json.load(open('$ARTIFACTS/predict-scale.json')); sys.exit(s['predict_failed'] != 0 or s['predict_ok'] == 0)"
 check "the $sent records pushed during the scale-out reconcile exactly" wait_reconciled $((raw_before + sent)) 600
 check "profiles add up to the mart" wait_profiles
-# Every pod that ran during the load did work: its last scraped counter (the
-# original pods' counts include earlier stages; a new pod starts at 0).
-worked_by_pod() { # worked_by_pod METRIC COMPONENT: "pod=… value" per pod seen during the load
-  vm_values "sum by (pod) (last_over_time($1{namespace=\"$NS\",component=\"$2\"}[$((load_end - load_start + 15))s]))" "$load_end"
+# Every pod the scale-out added did work: its last scraped counter (a new pod
+# starts at 0) per pod created after the load began, as many as the peak
+# added (pods seen by the loop above).
+added_pods() { # added_pods COMPONENT: names of its pods created after the load began
+  sort -u "$ARTIFACTS/pods-under-load.txt" | while read -r c name created; do
+    [ "$c" = "$1" ] && [ "$(date -d "$created" +%s)" -ge "$load_start" ] && echo "$name"
+  done
 }
-all_pods_worked() { # all_pods_worked METRIC COMPONENT: as many pods as the peak, each with a count above 0
-  local counts; counts=$(worked_by_pod "$1" "$2") || return 1
-  echo "$2: $counts" | tr '\n' ' ' >>"$ARTIFACTS/autoscaling-work.txt"; echo >>"$ARTIFACTS/autoscaling-work.txt"
-  [ "$(wc -l <<<"$counts")" -ge "${peak[$2]:-1}" ] && ! awk '{ print $NF }' <<<"$counts" | grep -qx '0'
+all_pods_worked() { # all_pods_worked METRIC COMPONENT: every added pod with a count above 0, at least peak - 1 of them
+  local added pod value counted=0 line
+  added=$(added_pods "$2"); line="$2:"
+  for pod in $added; do
+    value=$(vm_values "sum(last_over_time($1{namespace=\"$NS\",pod=\"$pod\"}[$((load_end - load_start + 15))s]))" "$load_end" | awk '{ print $NF }')
+    line+=" $pod=${value:-none}"
+    awk -v v="${value:-0}" 'BEGIN { exit !(v > 0) }' || { echo "$line" >>"$ARTIFACTS/autoscaling-work.txt"; return 1; }
+    counted=$((counted + 1))
+  done
+  echo "$line" >>"$ARTIFACTS/autoscaling-work.txt"
+  [ "$counted" -ge $(( ${peak[$2]:-1} - 1 )) ] && [ "$counted" -ge 1 ]
 }
-check "every mart pod of the scale-out processed raw records (VictoriaMetrics, by pod)" within 30 all_pods_worked lab8_mart_raw_records_total mart
-check "every model pod of the scale-out scored features (VictoriaMetrics, by pod)" within 30 all_pods_worked lab8_model_predictions_total model
-scaled_in() { # scaled_in COMPONENT: its HPA wants one replica and one runs
+rm -f "$ARTIFACTS/autoscaling-work.txt"
+check "every mart pod the scale-out added processed raw records (VictoriaMetrics, by pod)" within 30 all_pods_worked lab8_mart_raw_records_total mart
+check "every model pod the scale-out added scored features (VictoriaMetrics, by pod)" within 30 all_pods_worked lab8_model_predictions_total model
+scaled_in() { # scaled_in COMPONENT: its HPA wants one replica and one runs; when it decided so (its lastScaleTime)
   [ "$(desired "$1")" = 1 ] && [ "$(k get deployment "lab8-$1" -o jsonpath='{.status.replicas}')" = 1 ] || return 1
-  [ -n "${in_after[$1]:-}" ] || in_after[$1]=$(($(date +%s) - load_end))
+  [ -n "${in_after[$1]:-}" ] || in_after[$1]=$(( $(date -d "$(k get hpa "lab8-$1" -o jsonpath='{.status.lastScaleTime}')" +%s) - load_end ))
 }
 both_scaled_in() { scaled_in mart; scaled_in model; [ -n "${in_after[mart]:-}" ] && [ -n "${in_after[model]:-}" ]; }
 within 300 both_scaled_in || true

@@ -4,7 +4,8 @@
 # /dev/tcp:
 #  - lab8-probe/plain: in another namespace, without any lab8 label
 #  - lab8-probe/client: the same with lab8.io/client=true
-#  - lab8/as-source: in lab8 with the source's labels (so its egress policy),
+#  - lab8/as-source: in lab8 with the source's labels (so its egress policy)
+#    and lab8.io/client (so only that egress policy can block it),
 #    but no port named http, so the source's Service never routes to it
 set -euo pipefail
 image=$1
@@ -36,4 +37,4 @@ metadata:
 YAML
 pod lab8-probe plain '{}'
 pod lab8-probe client '{lab8.io/client: "true"}'
-pod lab8 as-source '{app.kubernetes.io/name: lab8-source, app.kubernetes.io/component: source, app.kubernetes.io/part-of: lab8}'
+pod lab8 as-source '{app.kubernetes.io/name: lab8-source, app.kubernetes.io/component: source, app.kubernetes.io/part-of: lab8, lab8.io/client: "true"}'

@@ -361,7 +361,7 @@ spec:
     {{- end }}
   ingress:
     - from:
-        {{- toYaml .from | nindent 8 }}
+        {{- toYaml (required "lab8.networkPolicy: from (the admitted peers)" .from) | nindent 8 }}
       ports:
         - port: {{ .port }}
   {{- if .redisClient }}
