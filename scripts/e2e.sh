@@ -467,6 +467,12 @@ PY
 check "VictoriaMetrics holds the backlog and throughput across the update, old and new mart pods scraped" rollout_series
 
 stage "7 kill a mart and a model pod while they hold unacknowledged entries"
+desired() { k get hpa "lab8-$1" -o jsonpath='{.status.desiredReplicas}'; }
+one_each() { [ "$(desired mart)/$(desired model)" = 1/1 ] \
+  && [ "$(k get deployment lab8-mart lab8-model -o jsonpath='{.items[*].status.replicas}')" = "1 1" ]; }
+# The update's load may have scaled them out: with one pod each, the pod
+# frozen below is the one the push's entries go to.
+require "the HPAs are back at one mart and one model replica before the kill" within 300 one_each
 # The host PID of a pod's container (containerd runs on this host).
 pod_pid() {
   local id; id=$(k get "$1" -o jsonpath='{.status.containerStatuses[0].containerID}')
@@ -559,9 +565,6 @@ stage "8 autoscaling: mart and model scale out under load, back in after"
 # have scaled out and the new pods have had 30 s of the load; then nothing,
 # until both are back at one replica. kubectl top samples every pod
 # meanwhile (docs/REPORT.md sizes the requests from them).
-desired() { k get hpa "lab8-$1" -o jsonpath='{.status.desiredReplicas}'; }
-one_each() { [ "$(desired mart)/$(desired model)" = 1/1 ] \
-  && [ "$(k get deployment lab8-mart lab8-model -o jsonpath='{.items[*].status.replicas}')" = "1 1" ]; }
 # The earlier stages' pushes may have scaled them out: measure from one replica each.
 require "the HPAs are back at one mart and one model replica before the load" within 300 one_each
 raw_before=$(raw_added); stop=$ARTIFACTS/stop-scale; rm -f "$stop"
