@@ -18,6 +18,11 @@ pub struct RedisArgs {
     /// Redis address without credentials.
     #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
+    /// Redis ACL user to log in as (the cluster gives each service its own,
+    /// with only its commands and keys: `lab8_protocol::acl`); without it,
+    /// the password is the `default` user's.
+    #[arg(long = "redis-username", env = "REDIS_USERNAME")]
+    pub username: Option<String>,
     /// File holding the Redis password (the cluster mounts the Secret here);
     /// otherwise the `REDIS_PASSWORD` env var is used when set.
     #[arg(long = "redis-password-file", env = "REDIS_PASSWORD_FILE")]
@@ -33,7 +38,13 @@ pub struct RedisArgs {
 impl RedisArgs {
     /// Settings for a given URL, password from the environment as usual.
     pub fn for_url(url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
-        Self { url: url.into(), password_file: None, key_prefix: key_prefix.into(), connect_timeout_secs: 30 }
+        Self {
+            url: url.into(),
+            username: None,
+            password_file: None,
+            key_prefix: key_prefix.into(),
+            connect_timeout_secs: 30,
+        }
     }
 
     pub fn keys(&self) -> Keys {
@@ -53,13 +64,14 @@ impl RedisArgs {
     pub fn client(&self) -> Result<Client, BusError> {
         let invalid = |reason: String| BusError::InvalidUrl { url: redact_url(&self.url), reason };
         let info = self.url.as_str().into_connection_info().map_err(|e| invalid(e.to_string()))?;
-        let info = match self.password()? {
-            Some(password) => {
-                let settings = info.redis_settings().clone().set_password(password);
-                info.set_redis_settings(settings)
-            }
-            None => info,
-        };
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = self.username.as_deref().filter(|u| !u.is_empty()) {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = self.password()? {
+            settings = settings.set_password(password);
+        }
+        let info = info.set_redis_settings(settings);
         Client::open(info).map_err(|e| invalid(e.to_string()))
     }
 }
@@ -78,7 +90,7 @@ pub enum BusError {
     InvalidUrl { url: String, reason: String },
     #[error("REDIS_PASSWORD_FILE {path:?} cannot be read: {source}")]
     PasswordFile { path: PathBuf, source: std::io::Error },
-    #[error("REDIS_PASSWORD (or REDIS_PASSWORD_FILE) was refused by Redis at {url}: {reason}")]
+    #[error("REDIS_USERNAME and REDIS_PASSWORD (or REDIS_PASSWORD_FILE) were refused by Redis at {url}: {reason}")]
     Auth { url: String, reason: String },
     #[error("REDIS_URL {url} is unreachable after {secs} s: {source}")]
     Unreachable { url: String, secs: u64, source: redis::RedisError },

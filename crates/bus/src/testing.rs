@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab8_protocol::acl::{user_line, Role};
+use lab8_protocol::Keys;
+
 use crate::{Bus, RedisArgs};
 
 /// A private redis-server.
@@ -15,6 +18,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     password: Option<String>,
     aof: bool,
+    users_prefix: Option<String>,
 }
 
 /// Options of a test server.
@@ -24,6 +28,19 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// Append-only persistence (fsync every write) for restart tests.
     pub aof: bool,
+    /// Create lab8's ACL users (`lab8_protocol::acl`) for this key prefix,
+    /// each with the password [`user_password`].
+    pub users_prefix: Option<String>,
+}
+
+/// The password of lab8's ACL user `role` on a test server.
+pub fn user_password(role: Role) -> String {
+    format!("{}-test-password", role.user())
+}
+
+/// Where a test server started with users keeps `role`'s password.
+pub fn user_password_file(dir: &Path, role: Role) -> PathBuf {
+    dir.join(format!("{}.password", role.user()))
 }
 
 fn free_port() -> u16 {
@@ -39,8 +56,14 @@ impl RedisServer {
     pub fn start_with(options: RedisOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        if options.users_prefix.is_some() {
+            for role in Role::ALL {
+                std::fs::write(user_password_file(dir.path(), role), user_password(role)).expect("password file");
+            }
+        }
         let child = spawn(dir.path(), port, &options);
-        let server = Self { child, port, dir, password: options.password, aof: options.aof };
+        let server =
+            Self { child, port, dir, password: options.password, aof: options.aof, users_prefix: options.users_prefix };
         server.wait_until_up();
         server
     }
@@ -76,8 +99,43 @@ impl RedisServer {
         args
     }
 
+    /// Settings that log in as lab8's ACL user `role` (a server started with
+    /// [`RedisOptions::users_prefix`]); its password in a file, as the cluster gives it.
+    pub fn args_as(&self, prefix: &str, role: Role) -> RedisArgs {
+        assert!(self.users_prefix.is_some(), "start the server with RedisOptions::users_prefix");
+        let mut args = RedisArgs::for_url(self.url(), prefix);
+        args.username = Some(role.user().to_string());
+        args.password_file = Some(user_password_file(self.dir.path(), role));
+        args
+    }
+
     pub async fn bus(&self, prefix: &str) -> Bus {
         Bus::connect(&self.args(prefix)).await.expect("connect to the test redis")
+    }
+
+    /// What Redis refused since it started, from `ACL LOG` (as the admin):
+    /// "user: context on object (reason)", one entry each (all of them:
+    /// `ACL LOG` alone shows the last 10).
+    pub async fn acl_denials(&self) -> Vec<String> {
+        let mut conn = self.bus("").await.conn;
+        let log: Vec<std::collections::HashMap<String, redis::Value>> =
+            redis::cmd("ACL").arg("LOG").arg(100_000).query_async(&mut conn).await.expect("ACL LOG");
+        let text = |entry: &std::collections::HashMap<String, redis::Value>, field: &str| match entry.get(field) {
+            Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        log.iter()
+            .map(|e| {
+                format!(
+                    "{}: {} on {} ({})",
+                    text(e, "username"),
+                    text(e, "context"),
+                    text(e, "object"),
+                    text(e, "reason")
+                )
+            })
+            .collect()
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port and
@@ -85,7 +143,8 @@ impl RedisServer {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let options = RedisOptions { password: self.password.clone(), aof: self.aof };
+        let options =
+            RedisOptions { password: self.password.clone(), aof: self.aof, users_prefix: self.users_prefix.clone() };
         self.child = spawn(self.dir.path(), self.port, &options);
         self.wait_until_up();
     }
@@ -101,6 +160,11 @@ fn spawn(dir: &Path, port: u16, options: &RedisOptions) -> Child {
     }
     if let Some(password) = &options.password {
         config.push_str(&format!("requirepass {password}\n"));
+    }
+    if let Some(prefix) = &options.users_prefix {
+        for role in Role::ALL {
+            config.push_str(&user_line(role, &Keys::new(prefix.clone()), &format!(">{}", user_password(role))));
+        }
     }
     let mut child = command.spawn().expect("redis-server on PATH (apt-get install redis-server)");
     use std::io::Write;

@@ -218,7 +218,7 @@ async fn consume_drains_and_retries_a_failing_batch() {
 
 #[tokio::test]
 async fn a_wrong_password_fails_fast_without_showing_it() {
-    let redis = RedisServer::start_with(RedisOptions { password: Some("s3cret-pw".into()), aof: false });
+    let redis = RedisServer::start_with(RedisOptions { password: Some("s3cret-pw".into()), ..Default::default() });
     assert!(Bus::connect(&redis.args("t:")).await.is_ok());
     let mut wrong = redis.args("t:");
     std::fs::write(wrong.password_file.as_ref().unwrap(), "not-it").unwrap();

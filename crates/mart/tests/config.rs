@@ -35,7 +35,8 @@ fn bad_redis_settings_fail_fast() {
 
 #[test]
 fn a_wrong_password_is_named_and_never_shown() {
-    let redis = RedisServer::start_with(RedisOptions { password: Some("right-horse-battery".into()), aof: false });
+    let redis =
+        RedisServer::start_with(RedisOptions { password: Some("right-horse-battery".into()), ..Default::default() });
     let url = redis.url();
     let output = fails_naming(&[("REDIS_URL", &url), ("REDIS_PASSWORD", "wrong-staple-secret")], "REDIS_PASSWORD");
     assert!(!output.contains("wrong-staple-secret") && !output.contains("right-horse-battery"), "{output}");

@@ -34,6 +34,23 @@ impl Keys {
         format!("{}{}", self.prefix, name)
     }
 
+    /// The prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// Where the source's own keys live (seen codes, its rejection counts).
+    pub fn source_prefix(&self) -> String {
+        self.key("source:")
+    }
+    /// Where the mart's tables, aggregates and counts live.
+    pub fn mart_prefix(&self) -> String {
+        self.key("mart:")
+    }
+    /// Where the model's own keys live (its rejection counts, backfill locks).
+    pub fn model_prefix(&self) -> String {
+        self.key("model:")
+    }
+
     /// Stream of raw products written by the source (`RawProduct`).
     pub fn raw_stream(&self) -> String {
         self.key("raw")

@@ -3,9 +3,11 @@
 //! The only place where a stream or key name is spelled ([`keys::Keys`]),
 //! where the messages on those streams are defined ([`messages`]), where the
 //! model's feature list lives ([`features`]) and where every rejection
-//! reason is named ([`reason::Reason`]). Depends on serde (and serde_json, for a record's canonical form) and nothing else,
+//! reason is named ([`reason::Reason`]), and what each service may do on Redis
+//! ([`acl::Role`]: its ACL user's commands and keys). Depends on serde (and serde_json, for a record's canonical form) and nothing else,
 //! so anything may depend on it.
 
+pub mod acl;
 pub mod features;
 pub mod keys;
 pub mod messages;

@@ -7,8 +7,10 @@ use std::process::{Child, Command, Stdio};
 
 use lab8_bus::inspect::{backlog, entries_added};
 use lab8_bus::maintenance::scan_hash;
+use lab8_bus::testing::user_password_file;
 use lab8_bus::Bus;
 use lab8_mart::materialise::{current_profiles, differences, live_models, read_incremental, rebuild};
+use lab8_protocol::acl::Role;
 use lab8_protocol::keys::{MART_GROUP, MODEL_GROUP};
 use lab8_protocol::messages::{ClusterProfile, Prediction, ProductRow, Stage};
 use lab8_protocol::Reason;
@@ -48,6 +50,10 @@ impl Drop for Service {
 pub struct Services {
     pub redis_url: String,
     pub password_file: Option<PathBuf>,
+    /// Log in as each service's own ACL user, its password in
+    /// `lab8_bus::testing::user_password_file(dir, role)` (a server started
+    /// with `RedisOptions::users_prefix`).
+    pub users_dir: Option<PathBuf>,
     pub prefix: String,
     pub model_dir: PathBuf,
     pub logs: PathBuf,
@@ -67,6 +73,10 @@ impl Services {
         };
         if let Some(file) = &self.password_file {
             command.env("REDIS_PASSWORD_FILE", file);
+        }
+        if let Some(dir) = &self.users_dir {
+            let role = if which == "mart" { Role::Mart } else { Role::Model };
+            command.env("REDIS_USERNAME", role.user()).env("REDIS_PASSWORD_FILE", user_password_file(dir, role));
         }
         command
             .env("REDIS_URL", &self.redis_url)

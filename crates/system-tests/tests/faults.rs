@@ -102,8 +102,14 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     let expected = mart_state(&reference_bus).await;
     assert_eq!(expected.0.len(), REPEAT * 12_945);
 
-    // The run under faults: password, AOF with fsync per write.
-    let mut redis = RedisServer::start_with(RedisOptions { password: Some("fault-test-pw".into()), aof: true });
+    // The run under faults: password, AOF with fsync per write, and the
+    // mart and the model as their own ACL users (least privilege holds
+    // through kills, takeovers and restarts too).
+    let mut redis = RedisServer::start_with(RedisOptions {
+        password: Some("fault-test-pw".into()),
+        aof: true,
+        users_prefix: Some("f:".into()),
+    });
     let bus = redis.bus("f:").await;
     Loader::new(&bus).load_files(std::slice::from_ref(&input), &ReadOptions::default(), 1000, false).await.unwrap();
     let logs = dir.path().join("logs");
@@ -111,6 +117,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     let services = Services {
         redis_url: redis.url(),
         password_file: redis.args("f:").password_file,
+        users_dir: Some(redis.dir().to_path_buf()),
         prefix: "f:".into(),
         model_dir: model_dir.clone(),
         logs: logs.clone(),
@@ -177,6 +184,9 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     assert!(got.1 == expected.1, "the assignments differ from the run without faults");
     assert_eq!(got.2, expected.2, "dead-letter counts by reason differ: a record was rejected twice or lost");
     assert_eq!(total as usize, expected.0.len(), "cluster profiles count a product twice or miss one");
+    // Since the Redis restart (its log starts empty): nothing the services did was refused.
+    let refused = redis.acl_denials().await;
+    assert!(refused.is_empty(), "Redis refused the mart's or the model's own work: {refused:#?}");
     assert_profiles_match_rebuild(&reference_bus).await;
     assert_eq!((mart_kills, model_kills, redis_restarts), (KILLS_EACH, KILLS_EACH, 1));
     assert!(

@@ -138,8 +138,14 @@ async fn a_newer_export_under_kill_nine_equals_a_fresh_load_of_it() {
     let before = MartState::read(&bus).await;
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let services =
-        Services { redis_url: redis.url(), password_file: None, prefix: "u:".into(), model_dir, logs: logs.clone() };
+    let services = Services {
+        redis_url: redis.url(),
+        password_file: None,
+        users_dir: None,
+        prefix: "u:".into(),
+        model_dir,
+        logs: logs.clone(),
+    };
     let (mut mart, mut scorer) = (services.spawn("mart", 0), services.spawn("model", 0));
     // The export arrives in slices; after each, the mart or the model is
     // killed (SIGKILL) at a random moment while it has work, and restarted.
