@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lab8_protocol::Keys;
-use redis::{Client, IntoConnectionInfo};
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use crate::consumer::ConsumerOptions;
 
@@ -33,6 +33,25 @@ pub struct RedisArgs {
     /// How long to keep trying to reach Redis at start-up before failing.
     #[arg(long = "redis-connect-timeout-secs", env = "REDIS_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
     pub connect_timeout_secs: u64,
+    /// Sentinels to discover the primary through (`host:port,host:port,…`);
+    /// when set, `REDIS_URL`'s address is not used, and the services follow
+    /// the primary across failovers.
+    #[arg(long = "redis-sentinels", env = "REDIS_SENTINELS", value_delimiter = ',')]
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels monitor the primary under.
+    #[arg(long = "redis-sentinel-master", env = "REDIS_SENTINEL_MASTER", default_value = "lab8")]
+    pub sentinel_master: String,
+    /// File holding the Sentinels' own password (their `requirepass`), if they have one.
+    #[arg(long = "redis-sentinel-password-file", env = "REDIS_SENTINEL_PASSWORD_FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
+    /// Acknowledged writes (the source's answer to its client) wait until
+    /// this many replicas have them (`WAIT`); 0: the primary's word is enough.
+    #[arg(long = "redis-wait-replicas", env = "REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub wait_replicas: u32,
+    /// How long such a write waits for its replicas before it fails (an
+    /// error the client may retry: loading is idempotent).
+    #[arg(long = "redis-wait-timeout-ms", env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=5000))]
+    pub wait_timeout_ms: u64,
 }
 
 impl RedisArgs {
@@ -44,6 +63,11 @@ impl RedisArgs {
             password_file: None,
             key_prefix: key_prefix.into(),
             connect_timeout_secs: 30,
+            sentinels: Vec::new(),
+            sentinel_master: "lab8".into(),
+            sentinel_password_file: None,
+            wait_replicas: 0,
+            wait_timeout_ms: 2000,
         }
     }
 
@@ -53,15 +77,13 @@ impl RedisArgs {
 
     fn password(&self) -> Result<Option<String>, BusError> {
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| BusError::PasswordFile { path: path.clone(), source })?;
-            return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+            return read_password_file(path).map(Some);
         }
         Ok(std::env::var("REDIS_PASSWORD").ok().filter(|p| !p.is_empty()))
     }
 
-    /// A client for these settings; fails on a malformed URL.
-    pub fn client(&self) -> Result<Client, BusError> {
+    /// The URL's address and login, with the user and password settings applied.
+    fn connection_info(&self) -> Result<ConnectionInfo, BusError> {
         let invalid = |reason: String| BusError::InvalidUrl { url: redact_url(&self.url), reason };
         let info = self.url.as_str().into_connection_info().map_err(|e| invalid(e.to_string()))?;
         let mut settings = info.redis_settings().clone();
@@ -71,9 +93,66 @@ impl RedisArgs {
         if let Some(password) = self.password()? {
             settings = settings.set_password(password);
         }
-        let info = info.set_redis_settings(settings);
-        Client::open(info).map_err(|e| invalid(e.to_string()))
+        Ok(info.set_redis_settings(settings))
     }
+
+    /// A client for these settings; fails on a malformed URL.
+    pub fn client(&self) -> Result<Client, BusError> {
+        Client::open(self.connection_info()?)
+            .map_err(|e| BusError::InvalidUrl { url: redact_url(&self.url), reason: e.to_string() })
+    }
+
+    /// Where the primary is: `REDIS_URL`, or what the Sentinels say.
+    pub(crate) fn discovery(&self) -> Result<Discovery, BusError> {
+        let login = self.connection_info()?;
+        if self.sentinels.is_empty() {
+            return Ok(Discovery::Direct(login));
+        }
+        let sentinel_password = self.sentinel_password_file.as_deref().map(read_password_file).transpose()?;
+        let mut sentinels = Vec::new();
+        for address in self.sentinels.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+            let invalid = || BusError::InvalidSentinel { address: address.to_string() };
+            let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+            let port: u16 = port.parse().map_err(|_| invalid())?;
+            let mut info: ConnectionInfo = ConnectionAddr::Tcp(host.to_string(), port).into_connection_info()?;
+            if let Some(password) = &sentinel_password {
+                let settings = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(settings);
+            }
+            sentinels.push(info);
+        }
+        if sentinels.is_empty() {
+            return Err(BusError::InvalidSentinel { address: self.sentinels.join(",") });
+        }
+        Ok(Discovery::Sentinel { sentinels, master: self.sentinel_master.clone(), login })
+    }
+
+    /// How acknowledged writes wait for replicas.
+    pub fn replica_wait(&self) -> ReplicaWait {
+        ReplicaWait { replicas: self.wait_replicas, timeout_ms: self.wait_timeout_ms }
+    }
+}
+
+/// Where the primary is found.
+#[derive(Debug, Clone)]
+pub(crate) enum Discovery {
+    /// At `REDIS_URL`, always.
+    Direct(ConnectionInfo),
+    /// Wherever the Sentinels say `master` is; `login` holds the user and password.
+    Sentinel { sentinels: Vec<ConnectionInfo>, master: String, login: ConnectionInfo },
+}
+
+/// How many replicas an acknowledged write waits for (`WAIT`), and how long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
+fn read_password_file(path: &std::path::Path) -> Result<String, BusError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| BusError::PasswordFile { path: path.to_path_buf(), source })?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Hides credentials a user may have put in a Redis URL before it is logged.
@@ -88,7 +167,13 @@ pub fn redact_url(url: &str) -> String {
 pub enum BusError {
     #[error("REDIS_URL {url:?} is not a valid Redis URL: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("REDIS_PASSWORD_FILE {path:?} cannot be read: {source}")]
+    #[error("REDIS_SENTINELS: {address:?} is not a host:port list")]
+    InvalidSentinel { address: String },
+    #[error("no Sentinel of REDIS_SENTINELS ({sentinels}) names a reachable primary for REDIS_SENTINEL_MASTER {master:?}: {reason}")]
+    NoPrimary { sentinels: String, master: String, reason: String },
+    #[error("the write is on {got} of the {wanted} replicas REDIS_WAIT_REPLICAS asks for after {timeout_ms} ms (safe to retry)")]
+    NotReplicated { wanted: u32, got: u32, timeout_ms: u64 },
+    #[error("password file {path:?} (REDIS_PASSWORD_FILE or REDIS_SENTINEL_PASSWORD_FILE) cannot be read: {source}")]
     PasswordFile { path: PathBuf, source: std::io::Error },
     #[error("REDIS_USERNAME and REDIS_PASSWORD (or REDIS_PASSWORD_FILE) were refused by Redis at {url}: {reason}")]
     Auth { url: String, reason: String },

@@ -1,13 +1,14 @@
 //! Connecting to the bus: a reconnecting manager for writes, dedicated
 //! connections for blocking reads, consumer groups, backoff.
 
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use lab8_protocol::Keys;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 
-use crate::config::{is_auth_error, redact_url, RedisArgs};
+use crate::config::{is_auth_error, redact_url, Discovery, RedisArgs, ReplicaWait};
 use crate::consumer::{ConsumerOptions, StreamConsumer};
 use crate::BusError;
 
@@ -35,46 +36,206 @@ impl Backoff {
 }
 
 /// A service's connection to the bus: a reconnecting manager for writes and
-/// the client to open dedicated blocking readers from.
+/// the client to open dedicated blocking readers from, both at the current
+/// primary. Behind Sentinel a watcher moves them to a new primary after a
+/// failover (the redis crate's managers reconnect to one fixed address).
 #[derive(Clone)]
 pub struct Bus {
-    client: Client,
     keys: Keys,
-    /// Reconnecting connection for commands that do not block.
-    pub conn: ConnectionManager,
+    link: Arc<RwLock<Link>>,
+    replica_wait: ReplicaWait,
+}
+
+/// The connection to one primary.
+#[derive(Clone)]
+struct Link {
+    client: Client,
+    conn: ConnectionManager,
+    /// `host:port`, as the Sentinels name it (or the URL's).
+    address: String,
+}
+
+/// How often the watcher asks the Sentinels where the primary is.
+const SENTINEL_POLL: Duration = Duration::from_millis(250);
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2))
+}
+
+/// Connects to `info` and checks that it is a primary (a replica or a
+/// demoted primary would refuse writes).
+async fn open_link(info: ConnectionInfo, check_role: bool) -> Result<Link, RedisError> {
+    let address = info.addr().to_string();
+    let client = Client::open(info)?;
+    let mut conn = client.get_connection_manager_with_config(manager_config()).await?;
+    if check_role {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        let role = role.first().and_then(|v| redis::from_redis_value::<String>(v.clone()).ok()).unwrap_or_default();
+        if role != "master" {
+            return Err(RedisError::from((redis::ErrorKind::Io, "not a primary", format!("{address} is a {role}"))));
+        }
+    } else {
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    }
+    Ok(Link { client, conn, address })
+}
+
+/// The Sentinels' view of the primary, one cached connection per Sentinel.
+struct Sentinels {
+    nodes: Vec<(ConnectionInfo, Option<MultiplexedConnection>)>,
+    master: String,
+    login: ConnectionInfo,
+}
+
+impl Sentinels {
+    /// The primary's address as the first Sentinel that answers names it,
+    /// with the services' login.
+    async fn primary(&mut self) -> Result<ConnectionInfo, RedisError> {
+        let mut last = None;
+        for (info, cached) in &mut self.nodes {
+            if cached.is_none() {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)));
+                match Client::open(info.clone())?.get_multiplexed_async_connection_with_config(&config).await {
+                    Ok(conn) => *cached = Some(conn),
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                }
+            }
+            let conn = cached.as_mut().expect("connected above");
+            let named: Result<Option<(String, u16)>, RedisError> =
+                redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master).query_async(conn).await;
+            match named {
+                Ok(Some((host, port))) => {
+                    let settings = self.login.redis_settings().clone();
+                    let info = ConnectionAddr::Tcp(host, port).into_connection_info()?;
+                    return Ok(info.set_redis_settings(settings));
+                }
+                Ok(None) => {
+                    last = Some(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "unknown master",
+                        format!("{} does not monitor {:?}", info.addr(), self.master),
+                    )))
+                }
+                Err(e) => {
+                    *cached = None;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one Sentinel"))
+    }
+
+    fn describe(&self) -> String {
+        self.nodes.iter().map(|(info, _)| info.addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Follows the primary: whenever the Sentinels name another one, connects
+/// to it and swaps it in; ends when the bus is dropped.
+async fn follow_primary(link: Weak<RwLock<Link>>, mut sentinels: Sentinels) {
+    let mut ticks = tokio::time::interval(SENTINEL_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(link) = link.upgrade() else { return };
+        let current = link.read().expect("link lock").address.clone();
+        let info = match sentinels.primary().await {
+            Ok(info) if info.addr().to_string() != current => info,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "no Sentinel answered; staying on {current}");
+                continue;
+            }
+        };
+        match open_link(info, true).await {
+            Ok(next) => {
+                tracing::warn!(from = %current, to = %next.address, "Redis primary moved (Sentinel failover): following it");
+                *link.write().expect("link lock") = next;
+            }
+            Err(e) => tracing::warn!(error = %e, "the Sentinels name a new primary, not reachable yet"),
+        }
+    }
 }
 
 impl Bus {
     /// Connects, retrying with backoff up to `connect_timeout_secs`; a refused
-    /// password fails at once.
+    /// password fails at once. With `REDIS_SENTINELS`, finds the primary
+    /// through them and follows it from then on.
     pub async fn connect(args: &RedisArgs) -> Result<Self, BusError> {
-        let client = args.client()?;
+        let discovery = args.discovery()?;
         let url = redact_url(&args.url);
         let deadline = Instant::now() + Duration::from_secs(args.connect_timeout_secs);
         let mut backoff = Backoff::default();
+        let mut sentinels = match &discovery {
+            Discovery::Direct(_) => None,
+            Discovery::Sentinel { sentinels, master, login } => Some(Sentinels {
+                nodes: sentinels.iter().map(|info| (info.clone(), None)).collect(),
+                master: master.clone(),
+                login: login.clone(),
+            }),
+        };
         loop {
             let attempt = async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(Duration::from_secs(10)))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(2));
-                let mut conn = client.get_connection_manager_with_config(config).await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await?;
-                Ok::<_, RedisError>(conn)
+                match (&discovery, sentinels.as_mut()) {
+                    (Discovery::Direct(info), _) => open_link(info.clone(), false).await,
+                    (_, Some(sentinels)) => open_link(sentinels.primary().await?, true).await,
+                    (Discovery::Sentinel { .. }, None) => unreachable!("sentinels built above"),
+                }
             };
-            match attempt.await {
-                Ok(conn) => return Ok(Self { client, keys: args.keys(), conn }),
-                Err(e) if is_auth_error(&e) => return Err(BusError::Auth { url, reason: e.to_string() }),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(BusError::Unreachable { url, secs: args.connect_timeout_secs, source: e })
+            let failed = match attempt.await {
+                Ok(link) => {
+                    let bus = Self {
+                        keys: args.keys(),
+                        link: Arc::new(RwLock::new(link)),
+                        replica_wait: args.replica_wait(),
+                    };
+                    if let Some(sentinels) = sentinels {
+                        tokio::spawn(follow_primary(Arc::downgrade(&bus.link), sentinels));
+                    }
+                    return Ok(bus);
                 }
-                Err(e) => {
-                    tracing::warn!(redis = %url, error = %e, "Redis not reachable yet, retrying");
-                    backoff.wait().await;
-                }
+                Err(e) => e,
+            };
+            let at = sentinels.as_ref().map(Sentinels::describe).unwrap_or_else(|| url.clone());
+            if is_auth_error(&failed) {
+                return Err(BusError::Auth { url: at, reason: failed.to_string() });
             }
+            if Instant::now() >= deadline {
+                return Err(match &sentinels {
+                    Some(s) => {
+                        BusError::NoPrimary { sentinels: at, master: s.master.clone(), reason: failed.to_string() }
+                    }
+                    None => BusError::Unreachable { url, secs: args.connect_timeout_secs, source: failed },
+                });
+            }
+            tracing::warn!(redis = %at, error = %failed, "Redis not reachable yet, retrying");
+            backoff.wait().await;
         }
+    }
+
+    /// The reconnecting connection for commands that do not block, at the
+    /// current primary: take it per operation, not once for a service's life.
+    pub fn conn(&self) -> ConnectionManager {
+        self.link.read().expect("link lock").conn.clone()
+    }
+
+    /// The current primary's `host:port`.
+    pub fn primary(&self) -> String {
+        self.link.read().expect("link lock").address.clone()
+    }
+
+    /// How acknowledged writes wait for replicas (`REDIS_WAIT_REPLICAS`).
+    pub fn replica_wait(&self) -> ReplicaWait {
+        self.replica_wait
     }
 
     pub fn keys(&self) -> &Keys {
@@ -88,13 +249,14 @@ impl Bus {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(block + Duration::from_secs(5)));
-        self.client.get_multiplexed_async_connection_with_config(&config).await
+        let client = self.link.read().expect("link lock").client.clone();
+        client.get_multiplexed_async_connection_with_config(&config).await
     }
 
     /// Creates a consumer group at the start of the stream (and the stream);
     /// an existing group is fine.
     pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), RedisError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let created: Result<(), RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(stream)

@@ -20,7 +20,7 @@ use crate::maintenance::{field, group_info, StreamId};
 /// A group whose last delivered id is the stream's last id has nothing
 /// undelivered, whatever `lag` says.
 pub async fn backlog(bus: &Bus, stream: &str, group: &str) -> Result<u64, RedisError> {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let Some(fields) = group_info(&mut conn, stream, group).await? else {
         return Ok(0);
     };
@@ -77,7 +77,7 @@ pub async fn read_stream(conn: &mut ConnectionManager, stream: &str) -> Result<V
 
 /// Every dead letter of the bus, as field → value maps, oldest first.
 pub async fn dead_letters(bus: &Bus) -> Result<Vec<BTreeMap<String, String>>, RedisError> {
-    let ids = xrange_from(&mut bus.conn.clone(), &bus.keys().dead_letter_stream(), "-").await?;
+    let ids = xrange_from(&mut bus.conn(), &bus.keys().dead_letter_stream(), "-").await?;
     Ok(ids
         .iter()
         .map(|id| id.map.keys().map(|k| (k.clone(), id.get::<String>(k).unwrap_or_default())).collect())

@@ -26,6 +26,6 @@ pub mod maintenance;
 pub mod testing;
 
 pub use commit::{commit, CommitScript, CommitTarget, Committed, Effects, TableWrite, VERSION_LUA};
-pub use config::{redact_url, BusError, ConsumerArgs, RedisArgs};
+pub use config::{redact_url, BusError, ConsumerArgs, RedisArgs, ReplicaWait};
 pub use connection::{Backoff, Bus};
 pub use consumer::{consume, ConsumerOptions, Entry, StreamConsumer};

@@ -16,9 +16,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
-    password: Option<String>,
-    aof: bool,
-    users_prefix: Option<String>,
+    options: RedisOptions,
 }
 
 /// Options of a test server.
@@ -31,6 +29,12 @@ pub struct RedisOptions {
     /// Create lab8's ACL users (`lab8_protocol::acl`) for this key prefix,
     /// each with the password [`user_password`].
     pub users_prefix: Option<String>,
+    /// Start as a replica of the server on this loopback port.
+    pub replica_of: Option<u16>,
+    /// `min-replicas-to-write`: as a primary, refuse writes with fewer
+    /// replicas connected (a primary cut off from its replicas stops
+    /// accepting what a failover would lose).
+    pub min_replicas_to_write: u32,
 }
 
 /// The password of lab8's ACL user `role` on a test server.
@@ -62,8 +66,7 @@ impl RedisServer {
             }
         }
         let child = spawn(dir.path(), port, &options);
-        let server =
-            Self { child, port, dir, password: options.password, aof: options.aof, users_prefix: options.users_prefix };
+        let server = Self { child, port, dir, options };
         server.wait_until_up();
         server
     }
@@ -91,7 +94,7 @@ impl RedisServer {
     /// Settings for this server with a key prefix of its own.
     pub fn args(&self, prefix: &str) -> RedisArgs {
         let mut args = RedisArgs::for_url(self.url(), prefix);
-        if let Some(password) = &self.password {
+        if let Some(password) = &self.options.password {
             let file = self.dir.path().join("password");
             std::fs::write(&file, password).expect("password file");
             args.password_file = Some(file);
@@ -102,7 +105,7 @@ impl RedisServer {
     /// Settings that log in as lab8's ACL user `role` (a server started with
     /// [`RedisOptions::users_prefix`]); its password in a file, as the cluster gives it.
     pub fn args_as(&self, prefix: &str, role: Role) -> RedisArgs {
-        assert!(self.users_prefix.is_some(), "start the server with RedisOptions::users_prefix");
+        assert!(self.options.users_prefix.is_some(), "start the server with RedisOptions::users_prefix");
         let mut args = RedisArgs::for_url(self.url(), prefix);
         args.username = Some(role.user().to_string());
         args.password_file = Some(user_password_file(self.dir.path(), role));
@@ -117,7 +120,7 @@ impl RedisServer {
     /// "user: context on object (reason)", one entry each (all of them:
     /// `ACL LOG` alone shows the last 10).
     pub async fn acl_denials(&self) -> Vec<String> {
-        let mut conn = self.bus("").await.conn;
+        let mut conn = self.bus("").await.conn();
         let log: Vec<std::collections::HashMap<String, redis::Value>> =
             redis::cmd("ACL").arg("LOG").arg(100_000).query_async(&mut conn).await.expect("ACL LOG");
         let text = |entry: &std::collections::HashMap<String, redis::Value>, field: &str| match entry.get(field) {
@@ -141,12 +144,26 @@ impl RedisServer {
     /// Kills the server (SIGKILL) and starts it again on the same port and
     /// directory: with AOF on, everything acknowledged survives.
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// SIGKILL: the server is gone until [`RedisServer::start_again`].
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let options =
-            RedisOptions { password: self.password.clone(), aof: self.aof, users_prefix: self.users_prefix.clone() };
-        self.child = spawn(self.dir.path(), self.port, &options);
+    }
+
+    /// Starts a killed server again: same port, directory and configuration.
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.dir.path(), self.port, &self.options);
         self.wait_until_up();
+    }
+
+    /// A blocking admin connection (for test set-up, outside any runtime).
+    pub fn admin(&self) -> redis::RedisResult<redis::Connection> {
+        let client = self.args("").client().expect("test client");
+        client.get_connection_with_timeout(Duration::from_secs(2))
     }
 }
 
@@ -157,6 +174,16 @@ fn spawn(dir: &Path, port: u16, options: &RedisOptions) -> Child {
     let mut config = format!("port {port}\nbind 127.0.0.1\ndir {}\nsave \"\"\n", dir.display());
     if options.aof {
         config.push_str("appendonly yes\nappendfsync always\n");
+    }
+    if let Some(primary) = options.replica_of {
+        config.push_str(&format!("replicaof 127.0.0.1 {primary}\n"));
+    }
+    if let Some(password) = &options.password {
+        // Any node may become a replica (Sentinel demotes a returning primary).
+        config.push_str(&format!("masterauth {password}\n"));
+    }
+    if options.min_replicas_to_write > 0 {
+        config.push_str(&format!("min-replicas-to-write {}\nmin-replicas-max-lag 5\n", options.min_replicas_to_write));
     }
     if let Some(password) = &options.password {
         config.push_str(&format!("requirepass {password}\n"));
@@ -219,4 +246,161 @@ pub fn run_binary(binary: &Path, args: &[&str], env: &[(&str, &str)], timeout: D
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The name the test Sentinels monitor the primary under.
+pub const SENTINEL_MASTER: &str = "lab8";
+
+/// A Sentinel process watching a primary.
+struct Sentinel {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A primary with replicas and three Sentinels (quorum 2) on free loopback
+/// ports: the shape of a production Redis. Failure detection is fast
+/// (`down-after-milliseconds` 1000) so a failover takes seconds.
+pub struct ReplicatedRedis {
+    pub nodes: Vec<RedisServer>,
+    sentinels: Vec<Sentinel>,
+}
+
+impl ReplicatedRedis {
+    /// Node 0 starts as the primary, the others replicate it; every node has
+    /// `options` (password, users) and `min-replicas-to-write 1`. Returns
+    /// once the replicas are in sync and every Sentinel knows them all.
+    pub fn start(replicas: usize, options: RedisOptions) -> Self {
+        let options = RedisOptions { min_replicas_to_write: 1, ..options };
+        let primary = RedisServer::start_with(options.clone());
+        let primary_port = primary.port();
+        let mut nodes = vec![primary];
+        for _ in 0..replicas {
+            nodes.push(RedisServer::start_with(RedisOptions { replica_of: Some(primary_port), ..options.clone() }));
+        }
+        let set = Self { sentinels: Vec::new(), nodes };
+        for i in 1..=replicas {
+            set.wait_synced(i, Duration::from_secs(20));
+        }
+        let mut set = set;
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let mut config = format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\nsentinel failover-timeout {SENTINEL_MASTER} 4000\n",
+                dir = dir.path().display()
+            );
+            if let Some(password) = &options.password {
+                config.push_str(&format!("sentinel auth-pass {SENTINEL_MASTER} {password}\n"));
+            }
+            // Sentinel rewrites its configuration file: it cannot come from stdin.
+            let file = dir.path().join("sentinel.conf");
+            std::fs::write(&file, config).expect("sentinel.conf");
+            let child = Command::new("redis-server")
+                .arg(&file)
+                .arg("--sentinel")
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server --sentinel (apt-get install redis-server)");
+            set.sentinels.push(Sentinel { child, port, _dir: dir });
+        }
+        set.wait_until(Duration::from_secs(30), "the Sentinels know every replica and each other", |set| {
+            set.sentinels.iter().all(|s| {
+                let known = |what: &str| {
+                    sentinel_query::<Vec<redis::Value>>(s.port, &["SENTINEL", what, SENTINEL_MASTER]).map(|v| v.len())
+                };
+                known("REPLICAS") == Some(replicas) && known("SENTINELS") == Some(2)
+            })
+        });
+        set
+    }
+
+    /// `host:port` of every Sentinel, as `REDIS_SENTINELS` takes them.
+    pub fn sentinel_addresses(&self) -> Vec<String> {
+        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect()
+    }
+
+    /// Settings that find the primary through the Sentinels, as the admin.
+    pub fn args(&self, prefix: &str) -> RedisArgs {
+        RedisArgs { sentinels: self.sentinel_addresses(), ..self.nodes[0].args(prefix) }
+    }
+
+    /// Settings that find the primary through the Sentinels, as `role`'s user.
+    pub fn args_as(&self, prefix: &str, role: Role) -> RedisArgs {
+        RedisArgs { sentinels: self.sentinel_addresses(), ..self.nodes[0].args_as(prefix, role) }
+    }
+
+    /// The node the Sentinels name as the primary.
+    pub fn primary(&self) -> Option<usize> {
+        let named = self.sentinels.iter().find_map(|s| {
+            sentinel_query::<Option<(String, u16)>>(s.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER])
+                .flatten()
+        })?;
+        self.nodes.iter().position(|n| n.port() == named.1)
+    }
+
+    /// SIGKILLs the primary; returns its index.
+    pub fn kill_primary(&mut self) -> usize {
+        let primary = self.primary().expect("a primary");
+        self.nodes[primary].kill();
+        primary
+    }
+
+    /// Waits until the Sentinels name a primary other than `old`, and that
+    /// node says it is one; returns it.
+    pub fn wait_for_failover(&self, old: usize, timeout: Duration) -> usize {
+        self.wait_until(timeout, "a failover", |set| {
+            set.primary().is_some_and(|p| p != old && role_of(&set.nodes[p]).as_deref() == Some("master"))
+        });
+        self.primary().expect("a primary")
+    }
+
+    /// Starts a killed node again; the Sentinels make it a replica of the
+    /// current primary. Returns once it is in sync.
+    pub fn bring_back(&mut self, node: usize, timeout: Duration) {
+        self.nodes[node].start_again();
+        self.wait_synced(node, timeout);
+    }
+
+    fn wait_synced(&self, node: usize, timeout: Duration) {
+        self.wait_until(timeout, "a replica in sync with its primary", |set| {
+            let Ok(mut conn) = set.nodes[node].admin() else { return false };
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut conn).unwrap_or_default();
+            info.contains("role:slave") && info.contains("master_link_status:up")
+        });
+    }
+
+    fn wait_until(&self, timeout: Duration, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn role_of(node: &RedisServer) -> Option<String> {
+    let mut conn = node.admin().ok()?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
+    redis::from_redis_value(role.first()?.clone()).ok()
+}
+
+fn sentinel_query<T: redis::FromRedisValue>(port: u16, command: &[&str]) -> Option<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+    let mut cmd = redis::cmd(command[0]);
+    for arg in &command[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut conn).ok()
 }

@@ -6,6 +6,7 @@ use lab8_bus::ingest::{add_new_products, VersionedProduct};
 use lab8_bus::inspect::{backlog, dead_letters, entries_added, read_stream};
 use lab8_bus::maintenance::trim_acknowledged;
 use lab8_bus::testing::{RedisOptions, RedisServer};
+use lab8_bus::ReplicaWait;
 use lab8_bus::{
     commit, consume, Bus, BusError, CommitScript, CommitTarget, ConsumerOptions, Effects, Entry, TableWrite,
 };
@@ -30,19 +31,19 @@ fn target(keys: &Keys) -> CommitTarget {
 }
 
 async fn xlen(bus: &Bus, key: &str) -> u64 {
-    redis::cmd("XLEN").arg(key).query_async(&mut bus.conn.clone()).await.unwrap()
+    redis::cmd("XLEN").arg(key).query_async(&mut bus.conn()).await.unwrap()
 }
 
 #[tokio::test]
 async fn products_are_added_once_per_code() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     // 5000 records of 3000 codes; a code's repeats carry the same content.
     let items = products((0..5000).map(|i| (format!("{}", i % 3000), format!("{{\"code\":\"{}\"}}", i % 3000))));
-    let first = add_new_products(&mut conn, bus.keys(), &items).await.unwrap();
+    let first = add_new_products(&mut conn, bus.keys(), &items, ReplicaWait::default()).await.unwrap();
     assert_eq!((first.sent, first.unchanged, first.stale), (3000, 2000, 0));
-    let again = add_new_products(&mut conn, bus.keys(), &items).await.unwrap();
+    let again = add_new_products(&mut conn, bus.keys(), &items, ReplicaWait::default()).await.unwrap();
     assert_eq!((again.sent, again.unchanged), (0, 5000));
     assert_eq!(xlen(&bus, &bus.keys().raw_stream()).await, 3000);
 }
@@ -52,14 +53,17 @@ async fn products_are_added_once_per_code() {
 async fn newer_versions_are_sent_and_older_ones_ignored() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     for (i, (new, old, expected)) in VERSION_CASES.iter().enumerate() {
         let code = format!("c{i}");
         if let Some(old) = old {
-            let sent = add_new_products(&mut conn, bus.keys(), &[versioned(&code, old)]).await.unwrap();
+            let sent = add_new_products(&mut conn, bus.keys(), &[versioned(&code, old)], ReplicaWait::default())
+                .await
+                .unwrap();
             assert_eq!(sent.sent, 1);
         }
-        let added = add_new_products(&mut conn, bus.keys(), &[versioned(&code, new)]).await.unwrap();
+        let added =
+            add_new_products(&mut conn, bus.keys(), &[versioned(&code, new)], ReplicaWait::default()).await.unwrap();
         let got = match (added.sent, added.unchanged, added.stale) {
             (1, 0, 0) => VersionOrder::Newer,
             (0, 1, 0) => VersionOrder::Same,
@@ -87,9 +91,9 @@ async fn a_commit_takes_effect_once_even_when_redelivered() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let items = products((0..10).map(|i| (i.to_string(), "{}".to_string())));
-    add_new_products(&mut conn, &keys, &items).await.unwrap();
+    add_new_products(&mut conn, &keys, &items, ReplicaWait::default()).await.unwrap();
     let mut consumer = bus.consumer(keys.raw_stream(), "g", "c1", ConsumerOptions::default()).await.unwrap();
     let batch = consumer.next_batch(false).await.unwrap();
     assert_eq!(batch.len(), 10);
@@ -131,7 +135,7 @@ async fn an_insert_of_a_known_code_is_a_duplicate_and_sends_nothing() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     for i in 0..3 {
         let _: String = redis::cmd("XADD")
             .arg(keys.raw_stream())
@@ -170,9 +174,9 @@ async fn pending_entries_are_read_again_and_idle_ones_reclaimed() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let items = products((0..4).map(|i| (i.to_string(), "{}".to_string())));
-    add_new_products(&mut conn, &keys, &items).await.unwrap();
+    add_new_products(&mut conn, &keys, &items, ReplicaWait::default()).await.unwrap();
     let options =
         ConsumerOptions { batch: 10, block: Duration::from_millis(100), claim_idle: Duration::from_millis(200) };
     // c1 reads and "crashes" without acknowledging.
@@ -196,7 +200,7 @@ async fn consume_drains_and_retries_a_failing_batch() {
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
     let items = products((0..25).map(|i| (i.to_string(), "{}".to_string())));
-    add_new_products(&mut bus.conn.clone(), &keys, &items).await.unwrap();
+    add_new_products(&mut bus.conn(), &keys, &items, ReplicaWait::default()).await.unwrap();
     let options = ConsumerOptions { batch: 10, ..Default::default() };
     let mut consumer = bus.consumer(keys.raw_stream(), "g", "c", options).await.unwrap();
     let mut seen = Vec::new();
@@ -212,7 +216,7 @@ async fn consume_drains_and_retries_a_failing_batch() {
     .await;
     assert_eq!(handled, 25);
     assert_eq!(seen.len(), 25, "the failed batch was retried, not skipped");
-    let all = read_stream(&mut bus.conn.clone(), &keys.raw_stream()).await.unwrap();
+    let all = read_stream(&mut bus.conn(), &keys.raw_stream()).await.unwrap();
     assert_eq!(all.len(), 25);
 }
 
@@ -245,11 +249,11 @@ async fn trimming_keeps_every_unacknowledged_entry() {
     let redis = RedisServer::start();
     let bus = redis.bus("t:").await;
     let keys = bus.keys().clone();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let stream = keys.raw_stream();
     assert_eq!(trim_acknowledged(&mut conn, &stream, &["g"]).await.unwrap(), 0, "no stream yet");
     let items = products((0..100).map(|i| (i.to_string(), "{}".to_string())));
-    add_new_products(&mut conn, &keys, &items).await.unwrap();
+    add_new_products(&mut conn, &keys, &items, ReplicaWait::default()).await.unwrap();
     let options = ConsumerOptions { batch: 30, ..Default::default() };
     let mut consumer = bus.consumer(stream.clone(), "g", "c", options).await.unwrap();
     // Two groups: trimming waits for the slower one.
@@ -296,19 +300,19 @@ async fn shutdown_during_a_blocking_read_finishes_the_batch_it_was_given() {
             shutdown.trigger();
             tokio::time::sleep(Duration::from_millis(100)).await;
             let items = products((0..5).map(|i| (i.to_string(), "{}".to_string())));
-            add_new_products(&mut bus.conn.clone(), &keys, &items).await.unwrap();
+            add_new_products(&mut bus.conn(), &keys, &items, ReplicaWait::default()).await.unwrap();
         })
     };
     let mut handled_ids = Vec::new();
     let handled = consume(&mut consumer, &shutdown, false, async |batch: &[Entry]| {
         let effects: Vec<Effects> = batch.iter().map(|e| Effects::accepted(&e.id, &e.id)).collect();
-        commit(&mut bus.conn.clone(), &target(&keys), &effects).await.map(|_| handled_ids.extend(effects))
+        commit(&mut bus.conn(), &target(&keys), &effects).await.map(|_| handled_ids.extend(effects))
     })
     .await;
     writer.await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pending: (u64, Option<String>, Option<String>, redis::Value) =
-        redis::cmd("XPENDING").arg(keys.raw_stream()).arg("g").query_async(&mut bus.conn.clone()).await.unwrap();
+        redis::cmd("XPENDING").arg(keys.raw_stream()).arg("g").query_async(&mut bus.conn()).await.unwrap();
     assert_eq!(xlen(&bus, &keys.raw_stream()).await, 5, "the entries were written");
     assert_eq!(pending.0, 0, "nothing left pending at the stopped consumer");
     assert_eq!(handled, 5, "the batch in hand was handled before exiting");

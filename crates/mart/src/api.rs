@@ -90,7 +90,7 @@ async fn read_profiles(conn: &mut ConnectionManager, bus: &Bus) -> Result<Vec<Cl
 /// `GET /api/v1/clusters`: the current model's clusters and the overall mean.
 async fn clusters(State(state): State<ApiState>) -> Result<Json<Value>, HttpError> {
     let bus = state.bus()?;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let profiles = read_profiles(&mut conn, bus).await?;
     let total: u64 = profiles.iter().map(|p| p.count).sum();
     let mut overall = vec![0.0; FEATURES.len()];
@@ -136,7 +136,7 @@ async fn cluster_products(
     };
     let bus = state.bus()?;
     let keys = bus.keys();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let Some(version) = current_model(&mut conn, bus).await? else {
         return Err(not_found("no model yet: no clusters".into()));
     };
@@ -188,7 +188,7 @@ async fn product_rows<'a>(
 async fn product(State(state): State<ApiState>, Path(code): Path<String>) -> Result<Json<Value>, HttpError> {
     let bus = state.bus()?;
     let keys = bus.keys();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let Some(row) = product_rows(&mut conn, bus, std::iter::once(code.as_str())).await?.pop().flatten() else {
         let reason: Option<String> = redis::cmd("HGET")
             .arg(keys.mart_rejected_codes())
@@ -255,7 +255,7 @@ async fn search(State(state): State<ApiState>, Query(query): Query<SearchQuery>)
     }
     let bus = state.bus()?;
     let keys = bus.keys();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let found: Vec<Vec<u8>> = redis::cmd("ZRANGE")
         .arg(keys.mart_names())
         .arg(format!("[{q}"))
@@ -308,7 +308,7 @@ async fn counts(conn: &mut ConnectionManager, key: String) -> Result<BTreeMap<St
 async fn stats(State(state): State<ApiState>) -> Result<Json<Value>, HttpError> {
     let bus = state.bus()?;
     let keys = bus.keys();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let info: redis::RedisResult<BTreeMap<String, redis::Value>> =
         redis::cmd("XINFO").arg("STREAM").arg(keys.raw_stream()).query_async(&mut conn).await;
     let read = match info.ok().and_then(|i| i.get("entries-added").cloned()) {
@@ -374,7 +374,7 @@ async fn map(State(state): State<ApiState>, Query(query): Query<MapQuery>) -> Re
         return Err(bad_request(format!("per_cluster must be 1..={MAX_MAP_SAMPLE}")));
     }
     let bus = state.bus()?;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let Some(version) = current_model(&mut conn, bus).await? else {
         return Ok(Json(json!({"model_version": null, "points": []})));
     };

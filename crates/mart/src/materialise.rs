@@ -213,7 +213,7 @@ pub async fn write_aggregates(
 /// Rebuilds every live model's aggregates; with `check`, only compares and
 /// returns the differences, else replaces the incremental ones.
 pub async fn rebuild_all(bus: &lab8_bus::Bus, check: bool) -> Result<Vec<String>, MartError> {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let keys = bus.keys();
     let mut found = Vec::new();
     for version in live_models(&mut conn, keys).await? {

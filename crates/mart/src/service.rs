@@ -191,7 +191,7 @@ pub async fn handle_raw_batch(bus: &Bus, metrics: &MartMetrics, entries: &[Entry
         }
         outcomes.push(effects);
     }
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let started = Instant::now();
     let committed = commit(&mut conn, &raw_target(bus.keys()), &outcomes).await?;
     metrics.commit_seconds.observe(&label("stream", bus.keys().raw_stream()), started.elapsed());
@@ -231,7 +231,7 @@ pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: 
         };
         outcomes.push(effects);
     }
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let started = Instant::now();
     let committed = commit(&mut conn, &predictions_target(bus.keys()), &outcomes).await?;
     metrics.commit_seconds.observe(&label("stream", bus.keys().predictions_stream()), started.elapsed());
@@ -244,7 +244,7 @@ pub async fn handle_prediction_batch(bus: &Bus, metrics: &MartMetrics, entries: 
 /// Moves to the newest model when it has caught up, then republishes the
 /// current model's profiles from its aggregates (O(k) reads).
 async fn refresh(bus: &Bus, metrics: &MartMetrics) -> Result<MartReport, MartError> {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let keys = bus.keys();
     let switch = switch_model(&mut conn, keys).await?;
     metrics.backfill.get_or_create(&label("state", "assigned")).set(switch.assigned as f64);
@@ -287,7 +287,7 @@ async fn refresh(bus: &Bus, metrics: &MartMetrics) -> Result<MartReport, MartErr
 /// three data streams: Redis holds the backlog, not the history (the mart's
 /// tables are the history).
 async fn maintain(bus: &Bus, metrics: &MartMetrics, trim_acknowledged_entries: bool) {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     for (stream, group) in consumer_groups(bus.keys()) {
         match group_backlog(&mut conn, &stream, group).await {
             Ok(backlog) => {

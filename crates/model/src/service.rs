@@ -94,7 +94,7 @@ pub async fn handle_feature_batch(
         };
         outcomes.push(effects);
     }
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let started = std::time::Instant::now();
     let committed = commit(&mut conn, &target(bus), &outcomes).await?;
     metrics.commit_seconds.observe(&label("stream", bus.keys().features_stream()), started.elapsed());
@@ -129,7 +129,7 @@ pub async fn score_stream(
 /// the mart moves to (after the backfill). Called when a scorer starts.
 pub async fn announce(bus: &Bus, model: &ModelArtifact) -> Result<(), RedisError> {
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     // NX: the time of the first start counts, so a pod of an older model that
     // restarts does not become the newest; a retired model (no longer in the
     // set) that starts again does, which is a rollback.
@@ -152,7 +152,7 @@ const BACKFILL_PAGE: usize = 1000;
 /// (a lock with a lease). Returns the products scored.
 pub async fn backfill(bus: &Bus, model: &ModelArtifact, metrics: &ModelMetrics) -> Result<u64, RedisError> {
     let keys = bus.keys();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let current: Option<String> = redis::cmd("GET").arg(keys.mart_current_model()).query_async(&mut conn).await?;
     let Some(current) = current.filter(|c| *c != model.model_version) else {
         metrics.backfill_remaining.set(0.0);
@@ -260,7 +260,7 @@ pub async fn training_rows(bus: &Bus) -> Result<Vec<[f64; N_FEATURES]>, Training
         code: String,
         x: [f64; N_FEATURES],
     }
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let mut rows: Vec<(String, [f64; N_FEATURES])> = Vec::new();
     scan_hash_pages(&mut conn, &bus.keys().mart_products(), |page| {
         for (_, json) in page {

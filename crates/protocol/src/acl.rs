@@ -31,6 +31,10 @@ pub enum Role {
 /// SETINFO`, which the redis crate sends and ignores a refusal of: Redis
 /// 7.0, Debian 12's, does not know it and refuses the whole rule set.)
 const CONNECTION: &[&str] = &["ping", "client|setname", "client|getname", "client|id", "echo"];
+/// A service's own view of replication: whether it talks to the primary
+/// (`ROLE`, read-only, though Redis files it under @admin), and `WAIT` for
+/// replicas to hold its writes.
+const REPLICATION: &[&str] = &["role", "wait"];
 /// The commit and ingest scripts (EVALSHA, loaded on first use).
 const SCRIPTS: &[&str] = &["evalsha", "eval", "script|load", "script|exists"];
 /// A consumer group's reader: read, acknowledge, take over a dead
@@ -103,10 +107,12 @@ impl Role {
         match self {
             Role::Source => {
                 commands.extend(SCRIPTS);
+                commands.extend(REPLICATION);
                 commands.extend(["xadd", "hget", "hset", "hincrby", "hlen", "xinfo|stream", "xinfo|groups", "xlen"]);
             }
             Role::Mart => {
                 commands.extend(SCRIPTS);
+                commands.extend(REPLICATION);
                 commands.extend(CONSUMER);
                 commands.extend([
                     "get",
@@ -146,6 +152,7 @@ impl Role {
             }
             Role::Model => {
                 commands.extend(SCRIPTS);
+                commands.extend(REPLICATION);
                 commands.extend(CONSUMER);
                 commands.extend([
                     "get", "set", "del", "hget", "hmget", "hgetall", "hscan", "hlen", "hset", "hsetnx", "hincrby",

@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lab8_bus::ingest::{add_dead_letters, add_new_products, VersionedProduct};
-use lab8_bus::Bus;
+use lab8_bus::{Bus, BusError};
 use lab8_protocol::messages::{DeadLetter, Stage};
 use lab8_protocol::version::version_of;
-use lab8_protocol::Keys;
-use redis::aio::ConnectionManager;
-use redis::RedisError;
 
 use crate::input::{read_file, ReadOptions, SourceRecord};
 
@@ -122,28 +119,31 @@ impl From<Vec<SourceRecord>> for Prepared {
 /// Writes to the bus for the source.
 #[derive(Clone)]
 pub struct Loader {
-    conn: ConnectionManager,
-    keys: Keys,
+    bus: Bus,
 }
 
 impl Loader {
     pub fn new(bus: &Bus) -> Self {
-        Self { conn: bus.conn.clone(), keys: bus.keys().clone() }
+        Self { bus: bus.clone() }
     }
 
     /// Sends one chunk: products (new codes and newer versions only) and rejections (as dead letters).
-    pub async fn send(&mut self, records: Vec<SourceRecord>) -> Result<LoadSummary, RedisError> {
+    pub async fn send(&mut self, records: Vec<SourceRecord>) -> Result<LoadSummary, BusError> {
         self.send_prepared(Prepared::from(records)).await
     }
 
     /// Sends a chunk already serialised (see [`Prepared`]).
-    pub async fn send_prepared(&mut self, prepared: Prepared) -> Result<LoadSummary, RedisError> {
+    /// With `REDIS_WAIT_REPLICAS`, it returns only once the replicas hold the chunk.
+    pub async fn send_prepared(&mut self, prepared: Prepared) -> Result<LoadSummary, BusError> {
         let mut summary = prepared.summary;
+        // The primary of now (it moves in a failover).
+        let mut conn = self.bus.conn();
+        let (keys, wait) = (self.bus.keys(), self.bus.replica_wait());
         if !prepared.products.is_empty() {
-            let added = add_new_products(&mut self.conn, &self.keys, &prepared.products).await?;
+            let added = add_new_products(&mut conn, keys, &prepared.products, wait).await?;
             (summary.sent, summary.duplicates, summary.stale) = (added.sent, added.unchanged, added.stale);
         }
-        add_dead_letters(&mut self.conn, &self.keys, &prepared.dead_letters).await?;
+        add_dead_letters(&mut conn, keys, &prepared.dead_letters, wait).await?;
         Ok(summary)
     }
 

@@ -20,7 +20,7 @@ fn token() -> ApiAuth {
 }
 
 async fn raw_count(bus: &Bus) -> u64 {
-    entries_added(&mut bus.conn.clone(), &bus.keys().raw_stream()).await.unwrap()
+    entries_added(&mut bus.conn(), &bus.keys().raw_stream()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +78,7 @@ async fn ingest_over_http_and_refuse_bad_bodies() {
 async fn a_full_redis_is_a_503_the_client_can_retry_and_nothing_acknowledged_is_lost() {
     let redis = RedisServer::start();
     let bus = redis.bus("full:").await;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let shutdown = Shutdown::default();
     let app = router(Loader::new(&bus), Ops::default(), 4 * 1024 * 1024, ApiAuth::Open);
     let (addr, server) = serve_http("127.0.0.1:0".parse().unwrap(), app, shutdown.clone()).await.unwrap();

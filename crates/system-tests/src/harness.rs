@@ -108,7 +108,7 @@ pub struct MartState {
 
 impl MartState {
     pub async fn read(bus: &Bus) -> Self {
-        let mut conn = bus.conn.clone();
+        let mut conn = bus.conn();
         let keys = bus.keys();
         let products = scan_hash(&mut conn, &keys.mart_products())
             .await
@@ -150,7 +150,7 @@ pub async fn backlogs(bus: &Bus) -> Vec<u64> {
 /// backlog is zero, every product has a cluster under the current model),
 /// and a description of the state.
 pub async fn settled(bus: &Bus) -> (bool, String) {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let Ok(raw) = entries_added(&mut conn, &bus.keys().raw_stream()).await else {
         return (false, "redis down".into());
     };
@@ -170,7 +170,7 @@ pub async fn settled(bus: &Bus) -> (bool, String) {
 /// newer version, a version ignored as unchanged or stale, a dead letter of
 /// the mart. Returns the raw records.
 pub async fn assert_every_raw_record_accounted_once(bus: &Bus) -> u64 {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let keys = bus.keys();
     let raw = entries_added(&mut conn, &keys.raw_stream()).await.unwrap();
     let products: u64 = redis::cmd("HLEN").arg(keys.mart_products()).query_async(&mut conn).await.unwrap();
@@ -201,7 +201,7 @@ pub async fn assert_every_raw_record_accounted_once(bus: &Bus) -> u64 {
 /// from the tables, and that the published profiles count every assigned
 /// product once. Returns the number of products the profiles count.
 pub async fn assert_profiles_match_rebuild(bus: &Bus) -> u64 {
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let keys = bus.keys();
     for version in live_models(&mut conn, keys).await.unwrap() {
         let rebuilt = rebuild(&mut conn, keys, &version).await.unwrap();

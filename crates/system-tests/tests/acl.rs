@@ -155,7 +155,7 @@ async fn each_user_is_refused_outside_its_rights() {
     let mut failures = Vec::new();
     for t in &tries {
         let bus = Bus::connect(&redis.args_as(PREFIX, t.role)).await.expect("log in as the role's user");
-        let mut conn = bus.conn.clone();
+        let mut conn = bus.conn();
         let mut cmd = redis::cmd(t.command[0]);
         for arg in &t.command[1..] {
             cmd.arg(*arg);

@@ -102,7 +102,7 @@ async fn the_read_api_answers_from_the_mart() {
     assert!(product["cluster_mean"]["fat_g"].is_number());
     // A rejected one: its reason.
     let rejected: std::collections::BTreeMap<String, String> =
-        redis::cmd("HGETALL").arg(bus.keys().mart_rejected_codes()).query_async(&mut bus.conn.clone()).await.unwrap();
+        redis::cmd("HGETALL").arg(bus.keys().mart_rejected_codes()).query_async(&mut bus.conn()).await.unwrap();
     let (bad_code, reason) = rejected.iter().find(|(c, _)| !mart.products.contains_key(*c)).unwrap();
     let (status, body) = call(&base, &format!("/api/v1/products/{bad_code}")).await;
     assert_eq!(

@@ -84,7 +84,7 @@ async fn every_malformed_record_is_a_dead_letter_with_its_reason_or_documented()
     assert_eq!(summary.rejected.get("truncated_input"), Some(&1), "{summary:?}");
 
     // Records written straight to the raw stream, bypassing the source.
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let raw = keys.raw_stream();
     let _: String = redis::cmd("XADD")
         .arg(&raw)

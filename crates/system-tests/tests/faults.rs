@@ -109,6 +109,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
         password: Some("fault-test-pw".into()),
         aof: true,
         users_prefix: Some("f:".into()),
+        ..Default::default()
     });
     let bus = redis.bus("f:").await;
     Loader::new(&bus).load_files(std::slice::from_ref(&input), &ReadOptions::default(), 1000, false).await.unwrap();

@@ -32,7 +32,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 /// A field of the group's XINFO GROUPS entry, read here independently of the code under test.
 async fn xinfo(bus: &Bus, stream: &str, group: &str, name: &str) -> Option<u64> {
     let groups: Vec<Vec<redis::Value>> =
-        redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut bus.conn.clone()).await.ok()?;
+        redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut bus.conn()).await.ok()?;
     let fields = |g: &Vec<redis::Value>| -> Vec<(String, redis::Value)> {
         g.chunks(2).map(|kv| (redis::from_redis_value_ref::<String>(&kv[0]).unwrap(), kv[1].clone())).collect()
     };

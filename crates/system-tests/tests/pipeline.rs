@@ -34,7 +34,7 @@ async fn bundled_sample_reconciles_end_to_end() {
     let redis = RedisServer::start();
     let bus = redis.bus("e2e:").await;
     let keys = bus.keys().clone();
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
 
     // Source: 17,072 rows in five files, 16,014 unique codes. A code listed
     // in two category files differs by its category: the later record is a

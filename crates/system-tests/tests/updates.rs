@@ -204,10 +204,10 @@ async fn a_newer_export_under_kill_nine_equals_a_fresh_load_of_it() {
     assert_profiles_match_rebuild(&bus).await;
     assert_every_raw_record_accounted_once(&bus).await;
     assert_every_raw_record_accounted_once(&reference).await;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let (mut got_profiles, mut expected_profiles) = (
         current_profiles(&mut conn, bus.keys()).await.unwrap(),
-        current_profiles(&mut reference.conn.clone(), reference.keys()).await.unwrap(),
+        current_profiles(&mut reference.conn(), reference.keys()).await.unwrap(),
     );
     got_profiles.sort_by_key(|p| p.cluster);
     expected_profiles.sort_by_key(|p| p.cluster);
@@ -222,7 +222,7 @@ async fn a_newer_export_under_kill_nine_equals_a_fresh_load_of_it() {
 async fn the_mart_keeps_the_newest_version_of_a_product() {
     let redis = RedisServer::start();
     let bus = redis.bus("v:").await;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let product = |t: Option<i64>, fat: &str| RawProduct {
         code: "p1".into(),
         nutrients: lab8_policy::testing::bread().into_iter().chain([("fat_100g".into(), fat.into())]).collect(),
@@ -266,7 +266,7 @@ async fn a_new_model_backfills_then_replaces_the_old_one_whole() {
     let products = write_jsonl(&dir.path().join("sample.jsonl"), &sample_products());
     let redis = RedisServer::start();
     let bus = redis.bus("m:").await;
-    let mut conn = bus.conn.clone();
+    let mut conn = bus.conn();
     let keys = bus.keys().clone();
     let a = ModelArtifact::read_zip(&root().join(DEFAULT_ARTIFACT_PATH)).unwrap();
     load(&bus, &products, 1000).await;
