@@ -54,6 +54,8 @@ pub struct Services {
     /// `lab8_bus::testing::user_password_file(dir, role)` (a server started
     /// with `RedisOptions::users_prefix`).
     pub users_dir: Option<PathBuf>,
+    /// Find the primary through these Sentinels (`REDIS_SENTINELS`) rather than at `redis_url`.
+    pub sentinels: Vec<String>,
     pub prefix: String,
     pub model_dir: PathBuf,
     pub logs: PathBuf,
@@ -77,6 +79,9 @@ impl Services {
         if let Some(dir) = &self.users_dir {
             let role = if which == "mart" { Role::Mart } else { Role::Model };
             command.env("REDIS_USERNAME", role.user()).env("REDIS_PASSWORD_FILE", user_password_file(dir, role));
+        }
+        if !self.sentinels.is_empty() {
+            command.env("REDIS_SENTINELS", self.sentinels.join(","));
         }
         command
             .env("REDIS_URL", &self.redis_url)

@@ -21,6 +21,31 @@ pub fn sample_files() -> Vec<PathBuf> {
     files
 }
 
+/// The sample repeated `repeat` times with prefixed codes (`r0-…`, `r1-…`),
+/// as one TSV in `dir`: `repeat` × 12,945 distinct products.
+pub fn repeated_sample(dir: &std::path::Path, repeat: usize) -> PathBuf {
+    let out = dir.join("repeated.tsv");
+    let mut text = String::new();
+    let files = sample_files();
+    for r in 0..repeat {
+        for (i, file) in files.iter().enumerate() {
+            let content = std::fs::read_to_string(file).unwrap();
+            for (n, line) in content.lines().enumerate() {
+                if n == 0 {
+                    if r == 0 && i == 0 {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                    continue;
+                }
+                text.push_str(&format!("r{r}-{line}\n"));
+            }
+        }
+    }
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
 /// A service binary of the workspace build (`lab8-mart`, …): integration
 /// tests run from `<target>/<profile>/deps/`, the binaries sit one level up.
 pub fn binary(name: &str) -> PathBuf {

@@ -58,6 +58,7 @@ async fn every_service_as_its_own_user_runs_the_pipeline_with_nothing_refused() 
         redis_url: redis.url(),
         password_file: None,
         users_dir: Some(redis.dir().to_path_buf()),
+        sentinels: Vec::new(),
         prefix: PREFIX.into(),
         model_dir,
         logs: logs.clone(),

@@ -19,34 +19,10 @@ use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
 use lab8_system_tests::harness::{assert_profiles_match_rebuild, settled, MartState, Rng, Services};
-use lab8_system_tests::{root, sample_files};
+use lab8_system_tests::{repeated_sample, root};
 
 const REPEAT: usize = 4;
 const KILLS_EACH: usize = 10;
-
-/// The sample repeated with prefixed codes: REPEAT × 16,014 distinct products.
-fn big_input(dir: &Path) -> PathBuf {
-    let out = dir.join("big.tsv");
-    let mut text = String::new();
-    let files = sample_files();
-    for r in 0..REPEAT {
-        for (i, file) in files.iter().enumerate() {
-            let content = std::fs::read_to_string(file).unwrap();
-            for (n, line) in content.lines().enumerate() {
-                if n == 0 {
-                    if r == 0 && i == 0 {
-                        text.push_str(line);
-                        text.push('\n');
-                    }
-                    continue;
-                }
-                text.push_str(&format!("r{r}-{line}\n"));
-            }
-        }
-    }
-    std::fs::write(&out, text).unwrap();
-    out
-}
 
 async fn mart_state(bus: &Bus) -> (BTreeMap<String, ProductRow>, BTreeMap<String, u32>, BTreeMap<String, String>) {
     let state = MartState::read(bus).await;
@@ -68,7 +44,7 @@ async fn backlog_retrying(bus: &Bus, stream: String, group: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let input = big_input(dir.path());
+    let input = repeated_sample(dir.path(), REPEAT);
     let model_dir = dir.path().join("model");
     let model = unpack(&root().join(DEFAULT_ARTIFACT_PATH), &model_dir).unwrap();
 
@@ -119,6 +95,7 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
         redis_url: redis.url(),
         password_file: redis.args("f:").password_file,
         users_dir: Some(redis.dir().to_path_buf()),
+        sentinels: Vec::new(),
         prefix: "f:".into(),
         model_dir: model_dir.clone(),
         logs: logs.clone(),

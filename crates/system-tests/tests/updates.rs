@@ -142,6 +142,7 @@ async fn a_newer_export_under_kill_nine_equals_a_fresh_load_of_it() {
         redis_url: redis.url(),
         password_file: None,
         users_dir: None,
+        sentinels: Vec::new(),
         prefix: "u:".into(),
         model_dir,
         logs: logs.clone(),
