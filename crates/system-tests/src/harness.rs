@@ -171,6 +171,24 @@ pub async fn settled(bus: &Bus) -> (bool, String) {
     (done, description)
 }
 
+/// Waits until [`settled`], then for one profile refresh; on a timeout,
+/// the state it was left in.
+pub async fn settle_within(bus: &Bus, timeout: std::time::Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (done, state) = settled(bus).await;
+        if done {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(state);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await; // one profile refresh
+    Ok(())
+}
+
 /// Every raw record is exactly one of: a product row, a row replaced by a
 /// newer version, a version ignored as unchanged or stale, a dead letter of
 /// the mart. Returns the raw records.

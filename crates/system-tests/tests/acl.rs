@@ -2,13 +2,13 @@
 //! as its own ACL user and the whole pipeline runs with nothing refused;
 //! each user is refused outside its rights, scripts included.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lab8_bus::testing::{run_binary, user_password_file, RedisOptions, RedisServer};
 use lab8_bus::{Bus, BusError};
 use lab8_protocol::acl::Role;
 use lab8_system_tests::harness::{
-    assert_every_raw_record_accounted_once, assert_profiles_match_rebuild, settled, Services,
+    assert_every_raw_record_accounted_once, assert_profiles_match_rebuild, settle_within, Services,
 };
 use lab8_system_tests::{binary, root, sample_files};
 
@@ -65,23 +65,13 @@ async fn every_service_as_its_own_user_runs_the_pipeline_with_nothing_refused() 
     };
     let mut mart = services.spawn("mart", 0);
     let mut model = services.spawn("model", 0);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (done, state) = settled(&admin).await;
-        if done {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let kept = dir.keep();
-            panic!(
-                "the pipeline did not settle under its ACL users: {state}; refused: {:?}; logs in {}",
-                redis.acl_denials().await,
-                kept.join("logs").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Err(state) = settle_within(&admin, Duration::from_secs(120)).await {
+        let refused = redis.acl_denials().await;
+        panic!(
+            "the pipeline did not settle under its ACL users: {state}; refused: {refused:?}; logs in {}",
+            dir.keep().join("logs").display()
+        );
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await; // one profile refresh
     mart.kill();
     model.kill();
     assert_every_raw_record_accounted_once(&admin).await;

@@ -15,7 +15,7 @@ use lab8_protocol::acl::Role;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
 use lab8_system_tests::harness::{
-    assert_every_raw_record_accounted_once, assert_profiles_match_rebuild, backlogs, settled, MartState, Services,
+    assert_every_raw_record_accounted_once, assert_profiles_match_rebuild, backlogs, settle_within, MartState, Services,
 };
 use lab8_system_tests::{repeated_sample, root};
 
@@ -96,19 +96,9 @@ async fn the_pipeline_loses_nothing_and_counts_nothing_twice_across_failovers() 
     }
     let attempts = loader.await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (done, state) = settled(&admin).await;
-        if done {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let kept = dir.keep();
-            panic!("the mart did not settle after the failovers: {state}; logs in {}", kept.join("logs").display());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Err(state) = settle_within(&admin, Duration::from_secs(180)).await {
+        panic!("the mart did not settle after the failovers: {state}; logs in {}", dir.keep().join("logs").display());
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await; // one profile refresh
     let state = MartState::read(&admin).await;
     let raw = assert_every_raw_record_accounted_once(&admin).await;
     let counted = assert_profiles_match_rebuild(&admin).await;

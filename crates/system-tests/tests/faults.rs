@@ -4,7 +4,6 @@
 //! equal the one a run without faults gives — nothing lost, nothing twice.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab8_bus::inspect::backlog;
@@ -18,7 +17,7 @@ use lab8_protocol::messages::ProductRow;
 use lab8_service::Shutdown;
 use lab8_source::input::ReadOptions;
 use lab8_source::Loader;
-use lab8_system_tests::harness::{assert_profiles_match_rebuild, settled, MartState, Rng, Services};
+use lab8_system_tests::harness::{assert_profiles_match_rebuild, settle_within, MartState, Rng, Services};
 use lab8_system_tests::{repeated_sample, root};
 
 const REPEAT: usize = 4;
@@ -135,19 +134,9 @@ async fn kill_nine_and_redis_restarts_lose_nothing_and_count_nothing_twice() {
         model = services.spawn("model", model_kills);
     }
     let faults_done = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (done, state) = settled(&bus).await;
-        if done {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let kept = dir.keep();
-            panic!("the mart did not settle after the faults: {state}; logs in {}", kept.join("logs").display());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Err(state) = settle_within(&bus, Duration::from_secs(180)).await {
+        panic!("the mart did not settle after the faults: {state}; logs in {}", dir.keep().join("logs").display());
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await; // one profile refresh
     let got = mart_state(&bus).await;
     let total = assert_profiles_match_rebuild(&bus).await;
     mart.kill();
