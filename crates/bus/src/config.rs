@@ -49,7 +49,7 @@ pub struct RedisArgs {
     #[arg(long = "redis-wait-replicas", env = "REDIS_WAIT_REPLICAS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub wait_replicas: u32,
     /// How long such a write waits for its replicas before it fails (an
-    /// error the client may retry: loading is idempotent).
+    /// error the client may retry: loading products is idempotent).
     #[arg(long = "redis-wait-timeout-ms", env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pub wait_timeout_ms: u64,
 }
@@ -171,7 +171,7 @@ pub enum BusError {
     InvalidSentinel { address: String },
     #[error("no Sentinel of REDIS_SENTINELS ({sentinels}) names a reachable primary for REDIS_SENTINEL_MASTER {master:?}: {reason}")]
     NoPrimary { sentinels: String, master: String, reason: String },
-    #[error("the write is on {got} of the {wanted} replicas REDIS_WAIT_REPLICAS asks for after {timeout_ms} ms (safe to retry)")]
+    #[error("the write is on {got} of the {wanted} replicas REDIS_WAIT_REPLICAS asks for after {timeout_ms} ms (a retry adds no product twice)")]
     NotReplicated { wanted: u32, got: u32, timeout_ms: u64 },
     #[error("password file {path:?} (REDIS_PASSWORD_FILE or REDIS_SENTINEL_PASSWORD_FILE) cannot be read: {source}")]
     PasswordFile { path: PathBuf, source: std::io::Error },

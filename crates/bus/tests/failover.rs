@@ -80,7 +80,9 @@ async fn every_acknowledged_record_survives_five_failovers_exactly_once() {
     for round in 0..FAILOVERS {
         // Some load first, then the primary dies with writes in flight.
         let before = acknowledged();
+        let deadline = Instant::now() + Duration::from_secs(60);
         while acknowledged() < before + 200 {
+            assert!(Instant::now() < deadline, "round {round}: the writer made no progress");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let killed_at = Instant::now();

@@ -31,12 +31,11 @@ pub enum Role {
 /// SETINFO`, which the redis crate sends and ignores a refusal of: Redis
 /// 7.0, Debian 12's, does not know it and refuses the whole rule set.)
 const CONNECTION: &[&str] = &["ping", "client|setname", "client|getname", "client|id", "echo"];
-/// A service's own view of replication: whether it talks to the primary
-/// (`ROLE`, read-only, though Redis files it under @admin), and `WAIT` for
-/// replicas to hold its writes.
-const REPLICATION: &[&str] = &["role", "wait"];
+/// Whether a connection talks to the primary (`ROLE`, read-only, though
+/// Redis files it under @admin): the bus checks a primary Sentinel names.
+const ROLE: &str = "role";
 /// The commit and ingest scripts (EVALSHA, loaded on first use).
-const SCRIPTS: &[&str] = &["evalsha", "eval", "script|load", "script|exists"];
+const SCRIPTS: &[&str] = &["evalsha", "script|load"];
 /// A consumer group's reader: read, acknowledge, take over a dead
 /// replica's entries, create the group, inspect and trim its stream.
 const CONSUMER: &[&str] = &[
@@ -107,12 +106,12 @@ impl Role {
         match self {
             Role::Source => {
                 commands.extend(SCRIPTS);
-                commands.extend(REPLICATION);
-                commands.extend(["xadd", "hget", "hset", "hincrby", "hlen", "xinfo|stream", "xinfo|groups", "xlen"]);
+                // `WAIT` for replicas to hold what it acknowledges to clients.
+                commands.extend([ROLE, "wait", "xadd", "hget", "hset", "hincrby"]);
             }
             Role::Mart => {
                 commands.extend(SCRIPTS);
-                commands.extend(REPLICATION);
+                commands.push(ROLE);
                 commands.extend(CONSUMER);
                 commands.extend([
                     "get",
@@ -145,18 +144,19 @@ impl Role {
                     "srem",
                     "smembers",
                     // `rebuild` replaces a model's aggregates in one transaction.
+                    "hmset",
                     "multi",
                     "exec",
-                    "discard",
                 ]);
             }
             Role::Model => {
                 commands.extend(SCRIPTS);
-                commands.extend(REPLICATION);
+                commands.push(ROLE);
                 commands.extend(CONSUMER);
                 commands.extend([
                     "get", "set", "del", "hget", "hmget", "hgetall", "hscan", "hlen", "hset", "hsetnx", "hincrby",
-                    "zadd", "zrange", "zscore",
+                    "zadd", "zrange", "zscore", // The backfill's lock lease, renewed each page.
+                    "pexpire",
                 ]);
             }
             Role::Tester => commands.extend(["+@read", "xadd", "info"]),

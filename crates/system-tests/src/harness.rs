@@ -161,7 +161,11 @@ pub async fn settled(bus: &Bus) -> (bool, String) {
     };
     let state = MartState::read(bus).await;
     let backlogs = backlogs(bus).await;
-    let done = raw > 0 && state.assignments.len() == state.products.len() && backlogs.iter().all(|b| *b == 0);
+    // Products too: before the mart has made its groups, every backlog reads 0.
+    let done = raw > 0
+        && !state.products.is_empty()
+        && state.assignments.len() == state.products.len()
+        && backlogs.iter().all(|b| *b == 0);
     let description = format!(
         "raw {raw}, products {}, rejections {:?}, assigned {}, backlogs {backlogs:?}",
         state.products.len(),

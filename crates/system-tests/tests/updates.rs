@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lab8_bus::testing::RedisServer;
+use lab8_bus::testing::{RedisOptions, RedisServer};
 use lab8_bus::{Bus, ConsumerOptions};
 use lab8_mart::materialise::{current_model, current_profiles, switch_model};
 use lab8_mart::{service, MartConfig, MartMetrics};
@@ -16,6 +16,7 @@ use lab8_model::artifact::unpack;
 use lab8_model::service::{backfill, score_stream, training_rows, ModelMetrics};
 use lab8_model::train::{train, KChoice, TrainOptions};
 use lab8_model::{ModelArtifact, DEFAULT_ARTIFACT_PATH};
+use lab8_protocol::acl::Role;
 use lab8_protocol::keys::PAYLOAD_FIELD;
 use lab8_protocol::messages::{Prediction, RawProduct};
 use lab8_service::Shutdown;
@@ -265,8 +266,11 @@ async fn the_mart_keeps_the_newest_version_of_a_product() {
 async fn a_new_model_backfills_then_replaces_the_old_one_whole() {
     let dir = tempfile::tempdir().unwrap();
     let products = write_jsonl(&dir.path().join("sample.jsonl"), &sample_products());
-    let redis = RedisServer::start();
+    // Model B scores and backfills, and the mart switches, as their own ACL users.
+    let redis = RedisServer::start_with(RedisOptions { users_prefix: Some("m:".into()), ..Default::default() });
     let bus = redis.bus("m:").await;
+    let model_bus = Bus::connect(&redis.args_as("m:", Role::Model)).await.unwrap();
+    let mart_bus = Bus::connect(&redis.args_as("m:", Role::Mart)).await.unwrap();
     let mut conn = bus.conn();
     let keys = bus.keys().clone();
     let a = ModelArtifact::read_zip(&root().join(DEFAULT_ARTIFACT_PATH)).unwrap();
@@ -280,7 +284,9 @@ async fn a_new_model_backfills_then_replaces_the_old_one_whole() {
     let b = train(rows, &TrainOptions { k: KChoice::Fixed(a.k + 1), ..Default::default() }).unwrap().artifact;
     assert_ne!(a.model_version, b.model_version, "the version identifies the content");
     let shutdown = Shutdown::default();
-    score_stream(&bus, &b, &ModelMetrics::default(), "b", ConsumerOptions::default(), &shutdown, true).await.unwrap();
+    score_stream(&model_bus, &b, &ModelMetrics::default(), "b", ConsumerOptions::default(), &shutdown, true)
+        .await
+        .unwrap();
     // B is announced, has assigned nothing: the mart keeps showing A, whole.
     let state = switch_model(&mut conn, &keys).await.unwrap();
     assert_eq!((state.state.as_str(), state.assigned, state.needed), ("backfilling", 0, n));
@@ -288,8 +294,8 @@ async fn a_new_model_backfills_then_replaces_the_old_one_whole() {
     assert_eq!(profiles.iter().map(|p| p.count).sum::<u64>(), n);
     assert!(profiles.iter().all(|p| p.model_version == a.model_version));
 
-    assert_eq!(backfill(&bus, &b, &ModelMetrics::default()).await.unwrap(), n, "B re-scores every product");
-    let report = service::drain(&bus, &config(), &MartMetrics::default()).await.unwrap();
+    assert_eq!(backfill(&model_bus, &b, &ModelMetrics::default()).await.unwrap(), n, "B re-scores every product");
+    let report = service::drain(&mart_bus, &config(), &MartMetrics::default()).await.unwrap();
     assert_eq!(report.model_version, b.model_version, "the mart switched once B caught up");
     let state = MartState::read(&bus).await;
     assert_eq!(state.assignments.len() as u64, n);
