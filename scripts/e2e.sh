@@ -77,7 +77,25 @@ predict_status() { # predict_status HEADER...: the HTTP status of POST /predict 
   curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' "$@" --data "$PREDICT_BODY" "$PREDICT_URL"
 }
 R() { redis-cli -h "$REDIS_HOST" --raw "$@"; }   # assertions from the host, through the Service
-in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis/password)" redis-cli --raw "$@"' redis-cli "$@"; }
+# redis-cli inside the Redis pod as the manual test's ACL user, lab8-tester.
+in_redis_pod() { k exec lab8-redis-0 -- sh -c 'REDISCLI_AUTH="$(cat /run/secrets/lab8-redis-users/lab8-tester)" redis-cli --user lab8-tester --raw "$@"' redis-cli "$@"; }
+as_user() { # as_user USER CMD...: redis-cli from the host as that ACL user, its password read from the Secret
+  REDISCLI_AUTH=$(k get secret lab8-redis-users -o "jsonpath={.data.$1}" | base64 -d) redis-cli -h "$REDIS_HOST" --user "$1" --raw "${@:2}"
+}
+# Every client connected from a service's pod is logged in as that service's
+# ACL user (and there are such clients: each service's pod addresses are listed).
+services_log_in_as_their_users() {
+  local pods clients; pods=$(k get pods -l 'app.kubernetes.io/component in (source,mart,model)' --field-selector=status.phase=Running \
+    -o jsonpath='{range .items[*]}{.status.podIP} {.metadata.labels.app\.kubernetes\.io/component}{"\n"}{end}')
+  clients=$(R CLIENT LIST)
+  awk -v pods="$pods" 'BEGIN { n = split(pods, lines, "\n"); for (i = 1; i <= n; i++) { split(lines[i], f, " "); if (f[1] != "") component[f[1]] = f[2] } }
+    { ip = ""; user = ""
+      for (i = 1; i <= NF; i++) { if ($i ~ /^addr=/) { ip = substr($i, 6); sub(/:[0-9]+$/, "", ip) } if ($i ~ /^user=/) user = substr($i, 6) }
+      if (ip in component) { seen[component[ip]]++; if (user != "lab8-" component[ip]) bad++ } }
+    END { exit !(bad == 0 && seen["source"] > 0 && seen["mart"] > 0 && seen["model"] > 0) }' <<<"$clients"
+}
+acl_log_empty() { [ -z "$(R ACL LOG)" ]; }
+refused() { local out; out=$(as_user "$@" 2>&1 || true); [[ $out == NOPERM* ]]; } # refused USER CMD...: Redis answers NOPERM
 raw_added() { R XINFO STREAM $LAB8_RAW_STREAM | redis_field entries-added; } # survives trimming
 rejected_total() { R HVALS $LAB8_MART_REJECTIONS | awk '{ s += $1 } END { print s + 0 }'; }
 # A stream's only group has everything acknowledged: nothing pending, and it has been
@@ -270,8 +288,9 @@ kc apply -k "$OVERLAY" | tee "$ARTIFACTS/apply.txt"
 check "the secrets Job made Secrets lab8-redis and lab8-api-token in the cluster" k wait --for=condition=complete job/lab8-secrets --timeout=180s
 k logs job/lab8-secrets >"$ARTIFACTS/secrets-job.txt"
 secret_keys() { k get secret "$1" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'; }
-check "the Secrets hold a password and the Redis config line, and a token" \
-  test "$(secret_keys lab8-redis)/$(secret_keys lab8-api-token)" = "password redis-auth.conf /token "
+check "the Secrets hold a password and the Redis config line, a password per ACL user, and a token" \
+  test "$(secret_keys lab8-redis)/$(secret_keys lab8-redis-users)/$(secret_keys lab8-api-token)" \
+    = "password redis-auth.conf /lab8-mart lab8-model lab8-source lab8-tester /token "
 k rollout status statefulset/lab8-redis --timeout=300s
 for svc in source mart model; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
 # (The secrets Job's pod runs to completion: it is not a serving pod.)
@@ -371,6 +390,17 @@ check "the README's XADD (demo-2) reconciles" wait_reconciled $((SAMPLE_ROWS + 5
 PATH="$CLUSTER_BIN:$PATH" bash -c "${manual[1]}" | tee "$ARTIFACTS/readme-mart.txt"
 check "the README's last command shows demo-2's cluster and the rejections" \
   sh -c "grep -c '\"cluster\":' $ARTIFACTS/readme-mart.txt | grep -qx 1 && grep -q '^missing_required:' $ARTIFACTS/readme-mart.txt"
+
+# Least privilege on the real cluster: each service as its own ACL user, and
+# no command refused all along; then each user refused outside its rights.
+check "source, mart and model are connected to Redis as lab8-source, lab8-mart, lab8-model" services_log_in_as_their_users
+check "Redis refused no command of the services or the manual test (ACL LOG empty)" acl_log_empty
+check "lab8-model may not write the raw stream" refused lab8-model XADD "$LAB8_RAW_STREAM" '*' p x
+check "lab8-source may not read the mart's tables" refused lab8-source HGETALL "$LAB8_MART_ASSIGNMENTS"
+check "lab8-tester may not write the mart" refused lab8-tester HSET "$LAB8_MART_ASSIGNMENTS" acl-probe 1
+check "the three refusals are in the ACL LOG, by those users" \
+  test "$(R ACL LOG | awk 'prev == "username" { print } { prev = $0 }' | sort | tr '\n' ' ')" = "lab8-model lab8-source lab8-tester "
+R ACL LOG RESET >/dev/null
 
 stage "5 POST /predict through the Service"
 answer=$(predict)
@@ -648,7 +678,9 @@ stage "9 roll a new model artifact: backfill, then the mart switches whole"
 # kustomize generator does the same with a hash suffix when dist/ changes).
 old_model=$(R GET "$LAB8_MART_CURRENT_MODEL"); roll_start=$(date +%s)
 k_old=$(R HLEN "$LAB8_MART_CLUSTERS")
-REDIS_URL="redis://$REDIS_HOST:6379" REDIS_PASSWORD="$REDISCLI_AUTH" \
+# Trained as the model's ACL user: it reads the mart, it cannot change it.
+REDIS_URL="redis://$REDIS_HOST:6379" REDIS_USERNAME=lab8-model \
+  REDIS_PASSWORD="$(k get secret lab8-redis-users -o 'jsonpath={.data.lab8-model}' | base64 -d)" \
   "$LAB8_BIN/lab8-model" train --k $((k_old + 1)) --output "$ARTIFACTS/model-b.zip" >"$ARTIFACTS/model-b-train.txt"
 new_model=$("$LAB8_BIN/lab8-model" unpack "$ARTIFACTS/model-b.zip" "$(mktemp -d)" | sed -n 's/^unpacked model \([^ ]*\) .*/\1/p')
 echo "current model $old_model (k = $k_old) → $new_model (k = $((k_old + 1)))" | tee "$ARTIFACTS/model-roll.txt"
@@ -673,3 +705,4 @@ check "the new model's $((k_old + 1)) clusters add up to the mart" sh -c "[ \"\$
 check "profiles add up to the mart after the switch" wait_profiles
 check "nothing of the old model is left" test -z "$(R --scan --pattern "$LAB8_MART_MODEL_PREFIX$old_model:*" | awk "NR == 1")"
 R HGETALL $LAB8_MART_CLUSTERS >"$ARTIFACTS/cluster-profiles-model-b.txt"
+check "Redis refused no command since stage 4: loads, rollouts, kills, scaling, training, backfill (ACL LOG empty)" acl_log_empty

@@ -70,9 +70,11 @@ def label_maps(doc):
 
 
 # What only one side has, on purpose.
+# The users of files/redis-users.acl (generated from lab8_protocol::acl), in its order.
+ACL_USERS = ["lab8-source", "lab8-mart", "lab8-model", "lab8-tester"]
 ONLY_KUSTOMIZE = {("Namespace", "lab8"), ("Job", "lab8-secrets"), ("ServiceAccount", "lab8-secrets"),
                   ("Role", "lab8-secrets"), ("RoleBinding", "lab8-secrets"), ("NetworkPolicy", "lab8-secrets")}
-ONLY_HELM = {("Secret", "lab8-redis"), ("Secret", "lab8-api-token")}
+ONLY_HELM = {("Secret", "lab8-redis"), ("Secret", "lab8-redis-users"), ("Secret", "lab8-api-token")}
 
 
 def test_helm_lint():
@@ -128,16 +130,23 @@ def test_checksums_roll_the_pods_on_settings_model_and_secret(chart):
     secret = find(chart, "Secret", "lab8-redis")["data"]
     password = base64.b64decode(secret["password"]).decode()
     assert len(password) == 32 and base64.b64decode(secret["redis-auth.conf"]).decode() == f"requirepass {password}\n"
-    sums = {annotations(chart, kind, name)["checksum/redis-secret"] for kind, name in
-            [("Deployment", "lab8-source"), ("Deployment", "lab8-mart"), ("Deployment", "lab8-model"), ("StatefulSet", "lab8-redis")]}
-    assert sums == {hashlib.sha256(password.encode()).hexdigest()}
+    assert annotations(chart, "StatefulSet", "lab8-redis")["checksum/redis-secret"] == hashlib.sha256(password.encode()).hexdigest()
+    # The ACL users' passwords roll Redis and the services that log in with them.
+    users = find(chart, "Secret", "lab8-redis-users")["data"]
+    assert list(users) == ACL_USERS and all(len(base64.b64decode(v)) == 32 for v in users.values())
+    joined = "\n".join(base64.b64decode(users[u]).decode() for u in ACL_USERS)
+    sums = {annotations(chart, kind, name)[key] for kind, name, key in
+            [("Deployment", "lab8-source", "checksum/redis-secret"), ("Deployment", "lab8-mart", "checksum/redis-secret"),
+             ("Deployment", "lab8-model", "checksum/redis-secret"), ("StatefulSet", "lab8-redis", "checksum/redis-users")]}
+    assert sums == {hashlib.sha256(joined.encode()).hexdigest()}
 
 
 def test_existing_secrets_are_used_and_none_generated():
-    docs = helm_template("--set", "redis.existingSecret=my-redis", "--set", "api.existingSecret=my-token")
+    docs = helm_template("--set", "redis.existingSecret=my-redis", "--set", "redis.existingUsersSecret=my-users",
+                         "--set", "api.existingSecret=my-token")
     assert not [d for d in docs if d["kind"] == "Secret"]
     mounted = {v["secret"]["secretName"] for d in policy.workloads(docs) for v in policy.pod_spec(d)["volumes"] if "secret" in v}
-    assert mounted == {"my-redis", "my-token"}
+    assert mounted == {"my-redis", "my-users", "my-token"}
 
 
 def test_api_token_generated_for_source_and_model_only(chart):

@@ -153,10 +153,11 @@ def test_redis_secret_persistence_and_memory(minikube):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_secret_is_committed_the_cluster_makes_them(overlay):
     """No Secret is rendered (nothing secret in the repository or generated
-    before an apply); the secrets Job makes Secret lab8-redis with both keys
-    Redis and the services mount and lab8-api-token with the token source
-    and model mount, keeps existing ones, and may only create Secrets and
-    read and label those two."""
+    before an apply); the secrets Job makes Secret lab8-redis (the admin
+    password, Redis alone mounts it), lab8-redis-users (a password per ACL
+    user) and lab8-api-token (the token source and model mount), keeps
+    existing ones, and may only create Secrets and read and label those
+    three."""
     docs = render(overlay)
     assert not [d for d in docs if d["kind"] == "Secret"], "a Secret in the manifests: its value would be committed"
     for doc in docs:
@@ -166,15 +167,47 @@ def test_no_secret_is_committed_the_cluster_makes_them(overlay):
     assert 'kubectl get secret "$name"' in script, "an existing Secret is kept"
     for made in ("/work/lab8-redis.password", "/work/lab8-redis.redis-auth.conf", "/work/lab8-api-token.token"):
         assert made in script
-    assert "requirepass %s" in script and "make lab8-redis" in script and "make lab8-api-token" in script
+    assert "requirepass %s" in script and "make lab8-redis\n" in script and "make lab8-api-token" in script
+    assert f"for user in {' '.join(acl_users())}; do random 24 >/work/lab8-redis-users.$user; done\nmake lab8-redis-users" in script
     mounted = {v["secret"]["secretName"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
                for v in policy.pod_spec(d).get("volumes", []) if "secret" in v}
-    assert mounted == {"lab8-redis", "lab8-api-token"}
+    assert mounted == {"lab8-redis", "lab8-redis-users", "lab8-api-token"}
     role = find(docs, "Role", "lab8-secrets")
     rules = {(tuple(r.get("resourceNames", [])), tuple(r["verbs"])) for r in role["rules"]}
-    assert rules == {((), ("create",)), (("lab8-redis", "lab8-api-token"), ("get", "patch"))}
+    assert rules == {((), ("create",)), (("lab8-redis", "lab8-redis-users", "lab8-api-token"), ("get", "patch"))}
     assert all(r["resources"] == ["secrets"] and r["apiGroups"] == [""] for r in role["rules"])
     assert policy.pod_spec(job)["serviceAccountName"] == "lab8-secrets"
+
+
+def acl_users():
+    """The users of redis-users.acl (generated from lab8_protocol::acl), in its order."""
+    text = (ROOT / "k8s/base/config/redis-users.acl").read_text()
+    return [line.split()[0] for line in text.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_logs_in_as_its_own_acl_user(overlay):
+    """A service connects as its own user and mounts that user's password
+    alone; Redis mounts them all and starts through redis-start.sh, which
+    reads the users from the same ConfigMap; the admin password stays in
+    the Redis pod."""
+    docs = render(overlay)
+    assert acl_users() == ["lab8-source", "lab8-mart", "lab8-model", "lab8-tester"]
+    for component in ("source", "mart", "model"):
+        spec = policy.pod_spec(find(docs, "Deployment", f"lab8-{component}"))
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+        assert env["REDIS_USERNAME"] == f"lab8-{component}"
+        secrets = [v["secret"] for v in spec["volumes"] if "secret" in v and v["secret"]["secretName"].startswith("lab8-redis")]
+        assert secrets == [{"secretName": "lab8-redis-users", "items": [{"key": f"lab8-{component}", "path": "password"}], "defaultMode": 0o440}]
+    assert policy.config_env(docs)["REDIS_PASSWORD_FILE"] == "/run/secrets/lab8-redis/password"
+    redis = policy.pod_spec(find(docs, "StatefulSet", "lab8-redis"))
+    assert redis["containers"][0]["command"] == ["sh", "/etc/redis/redis-start.sh"]
+    files = find(docs, "ConfigMap", "lab8-redis-config-")["data"]
+    assert files["redis-users.acl"] == (ROOT / "k8s/base/config/redis-users.acl").read_text()
+    assert "/etc/redis/redis-users.acl" in files["redis-start.sh"] and "/run/secrets/lab8-redis-users/$user" in files["redis-start.sh"]
+    mounts = {m["mountPath"]: m["name"] for m in redis["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in redis["volumes"]}
+    assert volumes[mounts["/run/secrets/lab8-redis-users"]]["secret"] == {"secretName": "lab8-redis-users", "defaultMode": 0o440}
 
 
 def test_write_apis_take_their_token_from_the_secret(minikube):

@@ -33,6 +33,19 @@ securityContext:
 {{ .Values.redis.existingSecret | default "lab8-redis" }}
 {{- end }}
 
+{{- define "lab8.redisUsersSecretName" -}}
+{{ .Values.redis.existingUsersSecret | default "lab8-redis-users" }}
+{{- end }}
+
+{{/* lab8's Redis ACL users (files/redis-users.acl, generated from lab8_protocol::acl). */}}
+{{- define "lab8.redisUsers" -}}
+{{- range .Files.Lines "files/redis-users.acl" -}}
+{{- if and . (not (hasPrefix "#" .)) }}
+{{ index (splitList " " .) 0 }}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
 {{- define "lab8.apiTokenSecretName" -}}
 {{ .Values.api.existingSecret | default "lab8-api-token" }}
 {{- end }}
@@ -60,6 +73,11 @@ that every template of one render sees the same value.
 {{- include "lab8.generated" (dict "root" . "secret" "lab8-redis" "key" "password" "length" 32) -}}
 {{- end }}
 
+{{/* An ACL user's password: (dict "root" $ "user" "lab8-mart") */}}
+{{- define "lab8.redisUserPassword" -}}
+{{- include "lab8.generated" (dict "root" .root "secret" "lab8-redis-users" "key" .user "length" 32) -}}
+{{- end }}
+
 {{- define "lab8.apiToken" -}}
 {{- include "lab8.generated" (dict "root" . "secret" "lab8-api-token" "key" "token" "length" 43) -}}
 {{- end }}
@@ -77,6 +95,16 @@ that every template of one render sees the same value.
 
 {{- define "lab8.redisSecretChecksum" -}}
 {{- include "lab8.secretChecksum" (dict "root" . "existing" .Values.redis.existingSecret "value" (include "lab8.redisPassword" .)) -}}
+{{- end }}
+
+{{/* Every ACL user's password, hashed: a new one rolls Redis and the services. */}}
+{{- define "lab8.redisUsersChecksum" -}}
+{{- $root := . -}}
+{{- $passwords := list -}}
+{{- range splitList "\n" (include "lab8.redisUsers" . | trim) -}}
+{{- $passwords = append $passwords (include "lab8.redisUserPassword" (dict "root" $root "user" .)) -}}
+{{- end -}}
+{{- include "lab8.secretChecksum" (dict "root" . "existing" .Values.redis.existingUsersSecret "value" (join "\n" $passwords)) -}}
 {{- end }}
 
 {{- define "lab8.apiTokenChecksum" -}}
@@ -102,13 +130,15 @@ that every template of one render sees the same value.
 {{ .Values.redis.config | default (.Files.Get "files/redis.conf") }}
 {{- end }}
 
-{{/* The Redis password file (one key), as every service mounts it. */}}
+{{/* A service's own ACL user's password alone, as a file `password`:
+(dict "root" $ "component" "mart") */}}
 {{- define "lab8.redisSecretVolume" -}}
+# Its own ACL user's password alone (REDIS_USERNAME, REDIS_PASSWORD_FILE).
 - name: redis-secret
   secret:
-    secretName: {{ include "lab8.redisSecretName" . }}
+    secretName: {{ include "lab8.redisUsersSecretName" .root }}
     items:
-      - key: password
+      - key: lab8-{{ .component }}
         path: password
     defaultMode: 0440
 {{- end }}
@@ -145,7 +175,7 @@ spec:
         prometheus.io/port: {{ .port | quote }}
         prometheus.io/path: /metrics
         checksum/config: {{ include "lab8.config" $root | sha256sum }}
-        checksum/redis-secret: {{ include "lab8.redisSecretChecksum" $root }}
+        checksum/redis-secret: {{ include "lab8.redisUsersChecksum" $root }}
         {{- if .apiToken }}
         checksum/api-token: {{ include "lab8.apiTokenChecksum" $root }}
         {{- end }}
@@ -208,6 +238,9 @@ spec:
           env:
             - name: LISTEN_ADDR
               value: "0.0.0.0:{{ .port }}"
+            # Its Redis ACL user (lab8_protocol::acl): only its commands and keys.
+            - name: REDIS_USERNAME
+              value: lab8-{{ .component }}
             - name: CONSUMER_NAME
               valueFrom:
                 fieldRef:
@@ -273,7 +306,7 @@ spec:
                       fieldRef:
                         fieldPath: metadata.namespace
         {{- end }}
-        {{- include "lab8.redisSecretVolume" $root | nindent 8 }}
+        {{- include "lab8.redisSecretVolume" (dict "root" $root "component" .component) | nindent 8 }}
         {{- if .apiToken }}
         # The bearer token of the write API (API_TOKEN_FILE).
         - name: api-token

@@ -186,6 +186,23 @@ pub fn user_line(role: Role, keys: &Keys, password: &str) -> String {
     format!("user {} {} on {password}\n", role.user(), role.rules(keys).join(" "))
 }
 
+/// First lines of `k8s/base/config/redis-users.acl`.
+pub const USERS_FILE_HEADER: &str =
+    "# Generated from crates/protocol/src/acl.rs (LAB8_REGENERATE=1 cargo test -p lab8-protocol); do not edit.\n\
+# One lab8 user a line: its name, then its rules (no password). The Redis pod's\n\
+# start script (redis-start.sh) adds `on` and the password from the Secret\n\
+# lab8-redis-users, key = the user's name.\n";
+
+/// Every role's user and rules for `keys`' prefix, one a line (`name rule…`),
+/// after [`USERS_FILE_HEADER`]: what the cluster's Redis is configured from.
+pub fn users_file(keys: &Keys) -> String {
+    let mut file = USERS_FILE_HEADER.to_string();
+    for role in Role::ALL {
+        file.push_str(&format!("{} {}\n", role.user(), role.rules(keys).join(" ")));
+    }
+    file
+}
+
 /// Escapes Redis glob characters, so a prefix matches only itself.
 fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -236,6 +253,26 @@ mod tests {
         for key in keys.all().into_iter().chain([keys.backfill_lock("v1"), keys.model_key("v1", "clusters")]) {
             assert!(writable.iter().any(|p| matches(p, &key)), "no service may write {key}: {writable:?}");
         }
+    }
+
+    /// The cluster's Redis takes its users from `k8s/base/config/redis-users.acl`
+    /// (the chart links to it): it must be what the code says, for the
+    /// `KEY_PREFIX` the manifests set.
+    #[test]
+    fn the_clusters_users_file_is_generated_from_here() {
+        // At run time: a shared target dir may hold a binary compiled in another clone.
+        let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let root = format!("{crate_dir}/../..");
+        let config = std::fs::read_to_string(format!("{root}/k8s/base/config/config.env")).expect("config.env");
+        let prefix = config.lines().find_map(|l| l.strip_prefix("KEY_PREFIX=")).expect("KEY_PREFIX in config.env");
+        let path = format!("{root}/k8s/base/config/redis-users.acl");
+        let expected = users_file(&Keys::new(prefix));
+        if std::env::var_os("LAB8_REGENERATE").is_some() {
+            std::fs::write(&path, &expected).expect("write redis-users.acl");
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(committed, expected, "{path} is stale: run LAB8_REGENERATE=1 cargo test -p lab8-protocol");
     }
 
     #[test]
