@@ -59,13 +59,29 @@ finish() {
 trap finish EXIT
 
 svc_ip() { k get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
+pod_ip() { k get pod "$1" -o jsonpath='{.status.podIP}' 2>/dev/null || true; }
+# With Sentinels (the local overlay's redis-sentinel component): the pod they
+# name the primary, the first of the three to answer; fails when none does.
+named_primary_pod() {
+  local i ip host password
+  password=$(k get secret lab8-redis-users -o jsonpath='{.data.sentinel}' | base64 -d)
+  for i in 0 1 2; do
+    ip=$(pod_ip "lab8-redis-$i"); [ -n "$ip" ] || continue
+    host=$(REDISCLI_AUTH=$password timeout 3 redis-cli -h "$ip" -p 26379 --raw SENTINEL GET-MASTER-ADDR-BY-NAME lab8 2>/dev/null | awk 'NR == 1' || true)
+    case $host in lab8-redis-*) echo "${host%%.*}"; return 0 ;; esac
+  done
+  return 1
+}
+has_sentinels() { k get svc lab8-redis-headless -o jsonpath='{.spec.ports[*].name}' | grep -qw sentinel; }
+# Where the assertions read and write: the primary's pod under Sentinel, else the Service.
+redis_primary_ip() { if has_sentinels; then pod_ip "$(named_primary_pod)"; else svc_ip lab8-redis; fi; }
 # connect: the Services' addresses and the Redis password of namespace $NS
 # (every helper below talks to that namespace).
 connect() {
   SOURCE_URL="http://$(svc_ip lab8-source 2>/dev/null || true):8080/products"   # none before step 2 of the bring-up
   PREDICT_URL="http://$(svc_ip lab8-model):8082/predict"
   export REDISCLI_AUTH; REDISCLI_AUTH=$(k get secret lab8-redis -o jsonpath='{.data.password}' | base64 -d)
-  REDIS_HOST=$(svc_ip lab8-redis)
+  REDIS_HOST=$(redis_primary_ip)
   # The write APIs' bearer token (push.py reads LAB8_API_TOKEN).
   export LAB8_API_TOKEN; LAB8_API_TOKEN=$(k get secret lab8-api-token -o jsonpath='{.data.token}' | base64 -d)
 }
@@ -272,8 +288,8 @@ NS=lab8
 stage "3 kustomize: apply the overlay, wait for Ready"
 # A clean slate when a kept cluster is reused: no namespace, volume or Redis data left.
 kc delete namespace "$NS" --ignore-not-found --wait=true --timeout=120s
-kc delete pv lab8-redis-data-0 --ignore-not-found --wait=true --timeout=60s
-find "$CLUSTER_DIR/pv/redis-0" -mindepth 1 -delete
+kc delete pv lab8-redis-data-0 lab8-redis-data-1 lab8-redis-data-2 --ignore-not-found --wait=true --timeout=60s
+for i in 0 1 2; do install -d -o 999 -g 999 -m 0750 "$CLUSTER_DIR/pv/redis-$i"; find "$CLUSTER_DIR/pv/redis-$i" -mindepth 1 -delete; done
 # Every overlay as committed (nothing generated first), checked by the API
 # server itself in the empty namespace (server-side dry run: admission,
 # schemas, quota), then the one this node runs, applied as a user would.
@@ -290,7 +306,7 @@ k logs job/lab8-secrets >"$ARTIFACTS/secrets-job.txt"
 secret_keys() { k get secret "$1" -o go-template='{{range $k, $v := .data}}{{$k}} {{end}}'; }
 check "the Secrets hold a password and the Redis config line, a password per ACL user, and a token" \
   test "$(secret_keys lab8-redis)/$(secret_keys lab8-redis-users)/$(secret_keys lab8-api-token)" \
-    = "password redis-auth.conf /lab8-mart lab8-model lab8-source lab8-tester /token "
+    = "password redis-auth.conf /lab8-mart lab8-model lab8-source lab8-tester sentinel /token "
 k rollout status statefulset/lab8-redis --timeout=300s
 for svc in source mart model; do k rollout status "deployment/lab8-$svc" --timeout=300s; done
 # (The secrets Job's pod runs to completion: it is not a serving pod.)
@@ -706,3 +722,59 @@ check "profiles add up to the mart after the switch" wait_profiles
 check "nothing of the old model is left" test -z "$(R --scan --pattern "$LAB8_MART_MODEL_PREFIX$old_model:*" | awk "NR == 1")"
 R HGETALL $LAB8_MART_CLUSTERS >"$ARTIFACTS/cluster-profiles-model-b.txt"
 check "Redis refused no command since stage 4: loads, rollouts, kills, scaling, training, backfill (ACL LOG empty)" acl_log_empty
+
+stage "10 Redis failover, 5 times under a steady load: every acknowledged record in the mart once"
+# One primary with its two replicas online, and every Redis pod Ready.
+set_healthy() {
+  local primary; primary=$(named_primary_pod) || return 1
+  [ "$(redis-cli -h "$(pod_ip "$primary")" --raw INFO replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online')" -eq 2 ] \
+    && [ "$(k get pods -l app.kubernetes.io/component=redis -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}')" = "True True True " ]
+}
+require "the Redis set: one primary, two replicas online, three pods Ready" within 180 set_healthy
+stop_file="$ARTIFACTS/failover-stop"; rm -f "$stop_file"
+python3 tests/e2e/push.py steady "$SOURCE_URL" --stop-file "$stop_file" --out "$ARTIFACTS/failover-load.json" \
+  --acked "$ARTIFACTS/failover-acked.txt" --prefix fo- &
+load_pid=$!
+sleep 5
+: >"$ARTIFACTS/failovers.txt"
+failed_over=0
+for round in 1 2 3 4 5; do
+  old=$(named_primary_pod || true); killed_at=$(date +%s.%N)
+  # The primary's pod, killed: no graceful shutdown, and it comes back at once
+  # (its restart waits for the Sentinels' failover, redis-ha.sh).
+  k delete pod "$old" --grace-period=0 --force >/dev/null 2>&1 || true
+  new=""
+  for _ in $(seq 90); do new=$(named_primary_pod || true); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 1; done
+  named_at=$(date +%s.%N)
+  [ -n "$new" ] && [ "$new" != "$old" ] && failed_over=$((failed_over + 1))
+  echo "$round $old $new $killed_at $named_at" | tee -a "$ARTIFACTS/failovers.txt"
+  within 240 set_healthy || break
+  sleep 3
+done
+touch "$stop_file"; wait "$load_pid"
+REDIS_HOST=$(redis_primary_ip)
+python3 - "$ARTIFACTS/failover-load.json" "$ARTIFACTS/failovers.txt" <<'PY' | tee "$ARTIFACTS/failover-outages.txt"
+import json, sys
+load = json.load(open(sys.argv[1]))
+kills = [line.split() for line in open(sys.argv[2])]
+print(f"{load['ok']} batches acknowledged ({load['acked']} records), {load['failed']} failed requests")
+for round_, old, new, killed, named in kills:
+    killed, named = float(killed), float(named)
+    outage = next((o for o in load["outages"] if o["from"] <= killed + 1 and o["to"] >= killed), None)
+    writes = f"writes stopped {outage['seconds']:.2f} s" if outage else "no write gap over 1 s"
+    print(f"failover {round_}: {old} killed, {new} named primary after {named - killed:.2f} s, {writes}")
+PY
+check "5 failovers: each time the Sentinels named another primary" test "$failed_over" -eq 5
+check "writes resumed after the last failover (acknowledged batches after it)" python3 -c "
+import json, sys; load = json.load(open('$ARTIFACTS/failover-load.json')); last_kill = float(open('$ARTIFACTS/failovers.txt').read().split()[-2])
+sys.exit(not (load['last_ok'] and load['last_ok'] > last_kill and load['acked'] > 0))"
+check "the mart reconciles after the failovers" wait_reconciled "$(raw_added)" 300
+acked_missing() { # how many acknowledged codes the mart does not hold
+  xargs -n 500 redis-cli -h "$REDIS_HOST" --raw HMGET "$LAB8_MART_PRODUCTS" <"$ARTIFACTS/failover-acked.txt" | grep -c '^$' || true
+}
+check "every record acknowledged during the failovers ($(wc -l <"$ARTIFACTS/failover-acked.txt")) is in the mart" \
+  test "$(acked_missing)" = 0
+check "cluster profiles add up to the mart after the failovers" wait_profiles
+check "profiles equal a rebuild from the tables (lab8-mart rebuild --check, as lab8-mart)" \
+  env REDIS_URL="redis://$REDIS_HOST:6379" REDIS_USERNAME=lab8-mart \
+  REDIS_PASSWORD="$(k get secret lab8-redis-users -o 'jsonpath={.data.lab8-mart}' | base64 -d)" "$LAB8_BIN/lab8-mart" rebuild --check

@@ -23,8 +23,9 @@ if [ ! -f "$PKI/front-proxy-client.crt" ] || ! grep -q "$NODE_IP" "$PKI/admin.ku
   "$HERE/gen-pki.sh" "$PKI" "$NODE" "$NODE_IP"
 fi
 cp "$PKI/admin.kubeconfig" "$KUBECONFIG"
-# The static volume the local overlay binds Redis's claim to (no provisioner here).
-install -d -o 999 -g 999 -m 0750 "$CLUSTER_DIR/pv/redis-0"
+# The static volumes the local overlay binds Redis's claims to (no provisioner
+# here): one per pod of the Redis set (k8s/components/redis-sentinel).
+for i in 0 1 2; do install -d -o 999 -g 999 -m 0750 "$CLUSTER_DIR/pv/redis-$i"; done
 cp "$HERE/10-lab8-pods.conflist" /etc/cni/net.d/10-lab8-pods.conflist
 
 running() { [ -f "$CLUSTER_DIR/run/$1.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/run/$1.pid")" 2>/dev/null; }

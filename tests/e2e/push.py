@@ -5,6 +5,7 @@ generates load (ingest + /predict) while the cluster changes under it.
   push.py sample SOURCE_URL [--prefix P] [--repeat N | --until F]
   push.py load SOURCE_URL PREDICT_URL --stop-file F --out F [--prefix P]
   push.py predict PREDICT_URL --stop-file F --out F [--threads N]
+  push.py steady SOURCE_URL --stop-file F --out F --acked F [--prefix P]
 
 The write APIs' bearer token comes from LAB8_API_TOKEN.
 """
@@ -104,6 +105,45 @@ def load(source_url, predict_url, stop_file, out, prefix):
     pathlib.Path(out).write_text(json.dumps(stats))
 
 
+def steady(source_url, stop_file, out, acked_file, prefix, batch=20, period=0.05):
+    """Until stop_file exists: a batch of `batch` new valid products every
+    `period` seconds, one request at a time (a failed one is not retried: its
+    records are not acknowledged, whether Redis has them or not). The codes of
+    every acknowledged batch go to acked_file; `out` gets the counts and each
+    outage, a gap of more than a second between two acknowledged batches."""
+    stats = {"ok": 0, "failed": 0, "acked": 0, "outages": [], "errors": []}
+    i = 0
+    last_ok = None
+    with open(acked_file, "w") as acked:
+        while not os.path.exists(stop_file):
+            started = time.time()
+            codes = [f"{prefix}{i + j}" for j in range(batch)]
+            i += batch
+            items = [{"code": code, "product_name": f"Failover bread {code}", "categories": "breads",
+                      "energy_100g": 900 + int(code.rsplit("-", 1)[-1]) % 400, "fat_100g": 3, "saturated-fat_100g": 0.5,
+                      "carbohydrates_100g": 45, "sugars_100g": 3, "fiber_100g": 7, "proteins_100g": 9, "salt_100g": 1.2}
+                     for code in codes]
+            try:
+                answer = post(source_url, items, timeout=5)
+                if answer["rejected"] or answer["sent"] + answer["duplicates"] != batch:
+                    raise ValueError(f"unexpected answer {answer}")
+                now = time.time()
+                if last_ok is not None and now - last_ok > 1.0:
+                    stats["outages"].append({"from": round(last_ok, 3), "to": round(now, 3), "seconds": round(now - last_ok, 3)})
+                last_ok = now
+                stats["ok"] += 1
+                stats["acked"] += batch
+                acked.write("\n".join(codes) + "\n")
+                acked.flush()
+            except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+                stats["failed"] += 1
+                stats["errors"].append(f"{time.time():.3f} {e}")
+            time.sleep(max(0.0, period - (time.time() - started)))
+    stats["errors"] = stats["errors"][:50]
+    stats["last_ok"] = last_ok
+    pathlib.Path(out).write_text(json.dumps(stats))
+
+
 def predict_until(predict_url, stop_file, out, threads):
     """/predict from `threads` keep-alive connections as fast as answers come, until stop_file exists."""
     parsed = urllib.parse.urlsplit(predict_url)
@@ -153,9 +193,17 @@ def main():
     p.add_argument("--stop-file", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=4)
+    st = sub.add_parser("steady")
+    st.add_argument("url")
+    st.add_argument("--stop-file", required=True)
+    st.add_argument("--out", required=True)
+    st.add_argument("--acked", required=True)
+    st.add_argument("--prefix", default="steady-")
     args = parser.parse_args()
     if args.command == "sample":
         print(json.dumps(push_sample(args.url, args.prefix, args.repeat, until=args.until)))
+    elif args.command == "steady":
+        steady(args.url, args.stop_file, args.out, args.acked, args.prefix)
     elif args.command == "predict":
         predict_until(args.predict_url, args.stop_file, args.out, args.threads)
     else:

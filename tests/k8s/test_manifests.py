@@ -179,6 +179,43 @@ def test_no_secret_is_committed_the_cluster_makes_them(overlay):
     assert policy.pod_spec(job)["serviceAccountName"] == "lab8-secrets"
 
 
+def has_sentinels(docs):
+    return any(c["name"] == "sentinel" for c in policy.pod_spec(find(docs, "StatefulSet", "lab8-redis"))["containers"])
+
+
+@pytest.mark.parametrize("overlay, sentinels", [("minikube", False), ("local", True), ("production", True)])
+def test_redis_under_sentinel_where_the_overlay_says(overlay, sentinels):
+    """local and production run three Redis pods, each with a Sentinel; the
+    services follow the primary through all three and the source waits for a
+    replica; the pods reach each other on 6379 and 26379. minikube keeps one
+    Redis."""
+    docs = render(overlay)
+    redis = find(docs, "StatefulSet", "lab8-redis")
+    assert has_sentinels(docs) == sentinels
+    assert redis["spec"]["replicas"] == (3 if sentinels else 1)
+    quota = find(docs, "ResourceQuota", "lab8-quota")["spec"]["hard"]
+    assert int(quota["persistentvolumeclaims"]) >= redis["spec"]["replicas"]
+    for component in ("source", "mart", "model"):
+        env = {e["name"]: e.get("value") for e in policy.pod_spec(find(docs, "Deployment", f"lab8-{component}"))["containers"][0]["env"]}
+        assert ("REDIS_SENTINELS" in env) == sentinels
+        if sentinels:
+            assert env["REDIS_SENTINELS"].split(",") == [f"lab8-redis-{i}.lab8-redis-headless:26379" for i in range(3)]
+            assert env["REDIS_SENTINEL_PASSWORD_FILE"] == "/run/secrets/lab8-redis-sentinel/password"
+            assert env.get("REDIS_WAIT_REPLICAS") == ("1" if component == "source" else None)
+    if not sentinels:
+        return
+    spec = policy.pod_spec(redis)
+    assert [c["command"] for c in spec["containers"]] == [["sh", "/etc/redis/redis-ha.sh", "redis"], ["sh", "/etc/redis/redis-ha.sh", "sentinel"]]
+    assert all({"name": "REDIS_HA_REPLICAS", "value": "3"} in c["env"] for c in spec["containers"])
+    headless = find(docs, "Service", "lab8-redis-headless")["spec"]
+    assert headless["publishNotReadyAddresses"] and {"name": "sentinel", "port": 26379, "targetPort": "sentinel"} in headless["ports"]
+    script = find(docs, "ConfigMap", "lab8-redis-config-")["data"]["redis-ha.sh"]
+    assert "sentinel monitor $MASTER $primary 6379 2" in script and "min-replicas-to-write 1" in script
+    within = find(docs, "NetworkPolicy", "lab8-redis-sentinel")["spec"]
+    ports = lambda rule: sorted(p["port"] for p in rule["ports"])
+    assert [ports(r) for r in within["ingress"]] == [[6379, 26379], [26379]] and ports(within["egress"][0]) == [6379, 26379]
+
+
 def acl_users():
     """The users of redis-users.acl (generated from lab8_protocol::acl), in its order."""
     text = (ROOT / "k8s/base/config/redis-users.acl").read_text()
@@ -197,12 +234,13 @@ def test_each_service_logs_in_as_its_own_acl_user(overlay):
         spec = policy.pod_spec(find(docs, "Deployment", f"lab8-{component}"))
         env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
         assert env["REDIS_USERNAME"] == f"lab8-{component}"
-        secrets = [v["secret"] for v in spec["volumes"] if "secret" in v and v["secret"]["secretName"].startswith("lab8-redis")]
+        secrets = [v["secret"] for v in spec["volumes"] if v["name"] == "redis-secret"]
         assert secrets == [{"secretName": "lab8-redis-users", "items": [{"key": f"lab8-{component}", "path": "password"}], "defaultMode": 0o440}]
     assert policy.config_env(docs)["REDIS_PASSWORD_FILE"] == "/run/secrets/lab8-redis/password"
     redis = policy.pod_spec(find(docs, "StatefulSet", "lab8-redis"))
-    assert redis["containers"][0]["command"] == ["sh", "/etc/redis/redis-start.sh"]
     files = find(docs, "ConfigMap", "lab8-redis-config-")["data"]
+    assert redis["containers"][0]["command"] in (["sh", "/etc/redis/redis-start.sh"], ["sh", "/etc/redis/redis-ha.sh", "redis"])
+    assert "exec sh /etc/redis/redis-start.sh --include /tmp/redis-ha.conf" in files["redis-ha.sh"]
     assert files["redis-users.acl"] == (ROOT / "k8s/base/config/redis-users.acl").read_text()
     assert "/etc/redis/redis-users.acl" in files["redis-start.sh"] and "/run/secrets/lab8-redis-users/$user" in files["redis-start.sh"]
     mounts = {m["mountPath"]: m["name"] for m in redis["containers"][0]["volumeMounts"]}
@@ -251,7 +289,9 @@ def test_network_policies_declare_every_path(docs, service, port, talks_to_api):
     redis = peer({"podSelector": In("app.kubernetes.io/component", "redis")})
     dns = peer({"namespaceSelector": In("kubernetes.io/metadata.name", "kube-system"), "podSelector": In("k8s-app", "kube-dns")})
     api = {("any", f"{p}/TCP") for p in (443, 6443, 8443)} if talks_to_api else set()
-    assert egress_paths(netpol) == {(redis, "6379/TCP"), (dns, "53/UDP"), (dns, "53/TCP")} | api
+    # With Sentinels (redis-sentinel component) also theirs, on the same pods.
+    sentinel = {(redis, "26379/TCP")} if has_sentinels(docs) else set()
+    assert egress_paths(netpol) == {(redis, "6379/TCP"), (dns, "53/UDP"), (dns, "53/TCP")} | api | sentinel
     [rule] = netpol["spec"]["ingress"]
     assert rule["ports"] == [{"port": port}]
     assert rule["from"] == [{"namespaceSelector": {}, "podSelector": In("lab8.io/client", "true")},
