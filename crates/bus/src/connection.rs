@@ -84,6 +84,22 @@ async fn open_link(info: ConnectionInfo, check_role: bool) -> Result<Link, Redis
     Ok(Link { client, conn, address })
 }
 
+/// Connects to the first of `candidates` that is a primary, passing over
+/// `skip` (the one the bus is on) and nodes that are not (yet) primaries.
+async fn open_primary(candidates: Vec<ConnectionInfo>, skip: Option<&str>) -> Result<Link, RedisError> {
+    let mut last = None;
+    for info in candidates {
+        if skip == Some(info.addr().to_string().as_str()) {
+            continue;
+        }
+        match open_link(info, true).await {
+            Ok(link) => return Ok(link),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| RedisError::from((redis::ErrorKind::Io, "no other primary named"))))
+}
+
 /// The Sentinels' view of the primary, one cached connection per Sentinel.
 struct Sentinels {
     nodes: Vec<(ConnectionInfo, Option<MultiplexedConnection>)>,
@@ -91,33 +107,61 @@ struct Sentinels {
     login: ConnectionInfo,
 }
 
-impl Sentinels {
-    /// The primary's address as the first Sentinel that answers names it,
-    /// with the services' login.
-    async fn primary(&mut self) -> Result<ConnectionInfo, RedisError> {
-        let mut last = None;
-        for (info, cached) in &mut self.nodes {
-            if cached.is_none() {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(2)));
-                match Client::open(info.clone())?.get_multiplexed_async_connection_with_config(&config).await {
-                    Ok(conn) => *cached = Some(conn),
-                    Err(e) => {
-                        last = Some(e);
-                        continue;
-                    }
-                }
+/// One Sentinel's answer (`None`: it does not monitor the master), and the
+/// connection to ask it again on the next poll.
+async fn ask_sentinel(
+    info: ConnectionInfo,
+    cached: Option<MultiplexedConnection>,
+    master: String,
+) -> (Option<MultiplexedConnection>, Result<Option<(String, u16)>, RedisError>) {
+    let mut conn = match cached {
+        Some(conn) => conn,
+        None => {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            let client = match Client::open(info) {
+                Ok(client) => client,
+                Err(e) => return (None, Err(e)),
+            };
+            match client.get_multiplexed_async_connection_with_config(&config).await {
+                Ok(conn) => conn,
+                Err(e) => return (None, Err(e)),
             }
-            let conn = cached.as_mut().expect("connected above");
-            let named: Result<Option<(String, u16)>, RedisError> =
-                redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&self.master).query_async(conn).await;
-            match named {
-                Ok(Some((host, port))) => {
-                    let settings = self.login.redis_settings().clone();
-                    let info = ConnectionAddr::Tcp(host, port).into_connection_info()?;
-                    return Ok(info.set_redis_settings(settings));
-                }
+        }
+    };
+    match redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&master).query_async(&mut conn).await {
+        Ok(named) => (Some(conn), Ok(named)),
+        Err(e) => (None, Err(e)),
+    }
+}
+
+impl Sentinels {
+    /// Every address the Sentinels name as the primary, with the services'
+    /// login: the most named first, ties in `REDIS_SENTINELS` order. A
+    /// Sentinel still naming a demoted primary (restarted, or cut off during
+    /// the failover) is outvoted, or passed over when its node says it is
+    /// not a primary. The Sentinels are asked at once: one that does not
+    /// answer costs its timeout once, not once per Sentinel after it.
+    async fn named_primaries(&mut self) -> Result<Vec<ConnectionInfo>, RedisError> {
+        let master = &self.master;
+        let asks: Vec<_> = self
+            .nodes
+            .iter_mut()
+            .map(|(info, cached)| tokio::spawn(ask_sentinel(info.clone(), cached.take(), master.clone())))
+            .collect();
+        let mut named: Vec<((String, u16), usize)> = Vec::new();
+        let mut last = None;
+        for ((info, cached), ask) in self.nodes.iter_mut().zip(asks) {
+            let (conn, answer) = ask.await.unwrap_or_else(|e| {
+                (None, Err(RedisError::from((redis::ErrorKind::Io, "Sentinel query", e.to_string()))))
+            });
+            *cached = conn;
+            match answer {
+                Ok(Some(address)) => match named.iter_mut().find(|(known, _)| *known == address) {
+                    Some((_, sentinels)) => *sentinels += 1,
+                    None => named.push((address, 1)),
+                },
                 Ok(None) => {
                     last = Some(RedisError::from((
                         redis::ErrorKind::Io,
@@ -125,13 +169,21 @@ impl Sentinels {
                         format!("{} does not monitor {:?}", info.addr(), self.master),
                     )))
                 }
-                Err(e) => {
-                    *cached = None;
-                    last = Some(e);
-                }
+                Err(e) => last = Some(e),
             }
         }
-        Err(last.expect("at least one Sentinel"))
+        if named.is_empty() {
+            return Err(last.expect("at least one Sentinel"));
+        }
+        // Stable: equal counts keep the Sentinels' order.
+        named.sort_by_key(|(_, sentinels)| std::cmp::Reverse(*sentinels));
+        let settings = self.login.redis_settings().clone();
+        named
+            .into_iter()
+            .map(|((host, port), _)| {
+                Ok(ConnectionAddr::Tcp(host, port).into_connection_info()?.set_redis_settings(settings.clone()))
+            })
+            .collect()
     }
 
     fn describe(&self) -> String {
@@ -148,15 +200,15 @@ async fn follow_primary(link: Weak<RwLock<Link>>, mut sentinels: Sentinels) {
         ticks.tick().await;
         let Some(link) = link.upgrade() else { return };
         let current = link.read().expect("link lock").address.clone();
-        let info = match sentinels.primary().await {
-            Ok(info) if info.addr().to_string() != current => info,
+        let candidates = match sentinels.named_primaries().await {
+            Ok(candidates) if candidates[0].addr().to_string() != current => candidates,
             Ok(_) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "no Sentinel answered; staying on {current}");
                 continue;
             }
         };
-        match open_link(info, true).await {
+        match open_primary(candidates, Some(&current)).await {
             Ok(next) => {
                 tracing::warn!(from = %current, to = %next.address, "Redis primary moved (Sentinel failover): following it");
                 *link.write().expect("link lock") = next;
@@ -187,7 +239,7 @@ impl Bus {
             let attempt = async {
                 match (&discovery, sentinels.as_mut()) {
                     (Discovery::Direct(info), _) => open_link(info.clone(), false).await,
-                    (_, Some(sentinels)) => open_link(sentinels.primary().await?, true).await,
+                    (_, Some(sentinels)) => open_primary(sentinels.named_primaries().await?, None).await,
                     (Discovery::Sentinel { .. }, None) => unreachable!("sentinels built above"),
                 }
             };

@@ -258,6 +258,40 @@ struct Sentinel {
     _dir: tempfile::TempDir,
 }
 
+impl Sentinel {
+    /// A Sentinel monitoring the node on `port` as the primary, quorum 2.
+    fn start(port_monitored: u16, password: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut config = format!(
+            "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {port_monitored} 2\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\nsentinel failover-timeout {SENTINEL_MASTER} 4000\n",
+            dir = dir.path().display()
+        );
+        if let Some(password) = password {
+            config.push_str(&format!("sentinel auth-pass {SENTINEL_MASTER} {password}\n"));
+        }
+        // Sentinel rewrites its configuration file: it cannot come from stdin.
+        let file = dir.path().join("sentinel.conf");
+        std::fs::write(&file, config).expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&file)
+            .arg("--sentinel")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel (apt-get install redis-server)");
+        let sentinel = Self { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sentinel_query::<String>(port, &["PING"]).is_none() {
+            assert!(Instant::now() < deadline, "Sentinel on port {port} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sentinel
+    }
+}
+
 impl Drop for Sentinel {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -271,6 +305,7 @@ impl Drop for Sentinel {
 pub struct ReplicatedRedis {
     pub nodes: Vec<RedisServer>,
     sentinels: Vec<Sentinel>,
+    stale_sentinels: Vec<Sentinel>,
 }
 
 impl ReplicatedRedis {
@@ -285,34 +320,14 @@ impl ReplicatedRedis {
         for _ in 0..replicas {
             nodes.push(RedisServer::start_with(RedisOptions { replica_of: Some(primary_port), ..options.clone() }));
         }
-        let set = Self { sentinels: Vec::new(), nodes };
+        let set = Self { sentinels: Vec::new(), stale_sentinels: Vec::new(), nodes };
         for i in 1..=replicas {
             set.wait_synced(i, Duration::from_secs(20));
         }
         let mut set = set;
         for _ in 0..3 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = free_port();
-            let mut config = format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\nsentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary_port} 2\n\
-                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\nsentinel failover-timeout {SENTINEL_MASTER} 4000\n",
-                dir = dir.path().display()
-            );
-            if let Some(password) = &options.password {
-                config.push_str(&format!("sentinel auth-pass {SENTINEL_MASTER} {password}\n"));
-            }
-            // Sentinel rewrites its configuration file: it cannot come from stdin.
-            let file = dir.path().join("sentinel.conf");
-            std::fs::write(&file, config).expect("sentinel.conf");
-            let child = Command::new("redis-server")
-                .arg(&file)
-                .arg("--sentinel")
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server --sentinel (apt-get install redis-server)");
-            set.sentinels.push(Sentinel { child, port, _dir: dir });
+            let sentinel = Sentinel::start(primary_port, options.password.as_deref());
+            set.sentinels.push(sentinel);
         }
         set.wait_until(Duration::from_secs(30), "the Sentinels know every replica and each other", |set| {
             set.sentinels.iter().all(|s| {
@@ -323,6 +338,17 @@ impl ReplicatedRedis {
             })
         });
         set
+    }
+
+    /// Starts a fourth Sentinel that takes node `node` (a replica) for the
+    /// primary, as a Sentinel restarted from an old configuration would (it
+    /// keeps naming it while no failover raises the epoch); its `host:port`.
+    pub fn start_stale_sentinel(&mut self, node: usize) -> String {
+        let password = self.nodes[node].options.password.clone();
+        let sentinel = Sentinel::start(self.nodes[node].port(), password.as_deref());
+        let address = format!("127.0.0.1:{}", sentinel.port);
+        self.stale_sentinels.push(sentinel);
+        address
     }
 
     /// `host:port` of every Sentinel, as `REDIS_SENTINELS` takes them.

@@ -181,3 +181,27 @@ async fn a_write_short_of_its_replicas_fails_and_its_retry_adds_nothing() {
     .unwrap();
     assert_eq!((added.sent, added.unchanged), (0, 1));
 }
+
+/// A Sentinel naming a replica as the primary (restarted from an old
+/// configuration, or cut off during a failover) does not hold a client on
+/// that replica: outvoted when the others agree, passed over when it is the
+/// only other voice and its node says it is a replica.
+#[tokio::test]
+async fn a_sentinel_naming_a_replica_is_outvoted_or_passed_over() {
+    let mut redis =
+        ReplicatedRedis::start(1, RedisOptions { password: Some("stale-admin".into()), ..Default::default() });
+    let stale = redis.start_stale_sentinel(1);
+    let primary = format!("127.0.0.1:{}", redis.nodes[0].port());
+    let mut args = redis.args("stale:");
+    args.connect_timeout_secs = 5;
+
+    // First in the list, against three that name the primary.
+    args.sentinels.insert(0, stale.clone());
+    let bus = Bus::connect(&args).await.expect("the bus finds the primary the other three Sentinels name");
+    assert_eq!(bus.primary(), primary);
+
+    // One against one: the tie goes in list order, so the replica is tried first.
+    args.sentinels = vec![stale, redis.sentinel_addresses()[0].clone()];
+    let bus = Bus::connect(&args).await.expect("the bus passes over the replica to the primary");
+    assert_eq!(bus.primary(), primary);
+}
