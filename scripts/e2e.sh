@@ -11,8 +11,9 @@
 #    pod), read the pods' logs; VictoriaMetrics          8 autoscaling: the HPAs scale mart and model
 #    scrapes them and counts what the mart processed       out under load and back in; sizing samples
 #  5 POST /predict through the Service; the             9 roll a new model artifact: backfill, switch
-#    NetworkPolicy matrix, measured                     then artifacts, "N passed, N failed", tear
-#                                                         down (KEEP_CLUSTER=1 keeps it)
+#    NetworkPolicy matrix, measured                    10 the Redis primary's pod killed 5 times under
+#                                                         a steady load (Sentinel failovers)
+#  then artifacts, "N passed, N failed", tear down (KEEP_CLUSTER=1 keeps it)
 set -euo pipefail
 source "$(dirname "$0")/cluster/env.sh"
 cd "$LAB8_ROOT"
