@@ -122,3 +122,11 @@ mart_accounted() {
   echo $((products + ${replaced:-0} + ignored + rejected))
 }
 redis_field() { awk -v f="$1" 'prev == f && !done { print; done = 1 } { prev = $0 }'; }
+
+# plot_python: a Python with matplotlib and numpy (a venv under the cache,
+# made on first use); prints its path.
+plot_python() {
+  local py=$HOME/.cache/lab8/bench-venv/bin/python
+  "$py" -c 'import matplotlib, numpy' 2>/dev/null || { python3 -m venv "${py%/bin/python}" && "${py%/python}/pip" install -q matplotlib numpy; } >&2
+  echo "$py"
+}

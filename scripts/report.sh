@@ -6,9 +6,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$LAB8_ROOT"
-PY=$HOME/.cache/lab8/bench-venv/bin/python
+PY=$(plot_python)
 OUT=$LAB8_ROOT/docs/report
-"$PY" -c 'import matplotlib, numpy' 2>/dev/null || { python3 -m venv "${PY%/bin/python}"; "${PY%/python}/pip" install -q matplotlib numpy; }
 
 if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
   rm -rf "$OUT/e2e"

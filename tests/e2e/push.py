@@ -5,7 +5,7 @@ generates load (ingest + /predict) while the cluster changes under it.
   push.py sample SOURCE_URL [--prefix P] [--repeat N | --until F]
   push.py load SOURCE_URL PREDICT_URL --stop-file F --out F [--prefix P]
   push.py predict PREDICT_URL --stop-file F --out F [--threads N]
-  push.py steady SOURCE_URL --stop-file F --out F --acked F [--prefix P]
+  push.py steady SOURCE_URL --stop-file F --out F --acked F [--prefix P] [--batch N --period S --codes N --last F]
 
 The write APIs' bearer token comes from LAB8_API_TOKEN.
 """
@@ -105,24 +105,32 @@ def load(source_url, predict_url, stop_file, out, prefix):
     pathlib.Path(out).write_text(json.dumps(stats))
 
 
-def steady(source_url, stop_file, out, acked_file, prefix, batch=20, period=0.05):
+def steady(source_url, stop_file, out, acked_file, prefix, batch=20, period=0.05, codes=None, last_file=None):
     """Until stop_file exists: a batch of `batch` new valid products every
     `period` seconds, one request at a time (a failed one is not retried: its
     records are not acknowledged, whether Redis has them or not). The codes of
-    every acknowledged batch go to acked_file; `out` gets the counts and each
-    outage, a gap of more than a second between two acknowledged batches."""
-    stats = {"ok": 0, "failed": 0, "acked": 0, "outages": [], "errors": []}
+    every acknowledged batch go to acked_file; `out` gets the counts, each
+    outage (a gap of more than a second between two acknowledged batches) and
+    the records acknowledged per 10 s. With `codes`, the codes cycle through
+    that many, each pass a new version (its number ends the product's name),
+    and last_file gets each code's last acknowledged version."""
+    stats = {"ok": 0, "failed": 0, "acked": 0, "outages": [], "errors": [], "acked_per_10s": {}}
     i = 0
     last_ok = None
+    last_version = {}
     with open(acked_file, "w") as acked:
         while not os.path.exists(stop_file):
             started = time.time()
-            codes = [f"{prefix}{i + j}" for j in range(batch)]
+            numbers = range(i, i + batch)
             i += batch
-            items = [{"code": code, "product_name": f"Failover bread {code}", "categories": "breads",
+            if codes:
+                versions = [(f"{prefix}{n % codes}", n // codes) for n in numbers]
+            else:
+                versions = [(f"{prefix}{n}", 0) for n in numbers]
+            items = [{"code": code, "product_name": f"Steady bread {code} v{version}", "categories": "breads",
                       "energy_100g": 900 + int(code.rsplit("-", 1)[-1]) % 400, "fat_100g": 3, "saturated-fat_100g": 0.5,
                       "carbohydrates_100g": 45, "sugars_100g": 3, "fiber_100g": 7, "proteins_100g": 9, "salt_100g": 1.2}
-                     for code in codes]
+                     for code, version in versions]
             try:
                 answer = post(source_url, items, timeout=5)
                 if answer["rejected"] or answer["sent"] + answer["duplicates"] != batch:
@@ -133,7 +141,10 @@ def steady(source_url, stop_file, out, acked_file, prefix, batch=20, period=0.05
                 last_ok = now
                 stats["ok"] += 1
                 stats["acked"] += batch
-                acked.write("\n".join(codes) + "\n")
+                bucket = str(int(now // 10 * 10))
+                stats["acked_per_10s"][bucket] = stats["acked_per_10s"].get(bucket, 0) + batch
+                last_version.update(versions)
+                acked.write("\n".join(code for code, _ in versions) + "\n")
                 acked.flush()
             except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
                 stats["failed"] += 1
@@ -142,6 +153,8 @@ def steady(source_url, stop_file, out, acked_file, prefix, batch=20, period=0.05
     stats["errors"] = stats["errors"][:50]
     stats["last_ok"] = last_ok
     pathlib.Path(out).write_text(json.dumps(stats))
+    if last_file:
+        pathlib.Path(last_file).write_text(json.dumps(last_version))
 
 
 def predict_until(predict_url, stop_file, out, threads):
@@ -199,11 +212,15 @@ def main():
     st.add_argument("--out", required=True)
     st.add_argument("--acked", required=True)
     st.add_argument("--prefix", default="steady-")
+    st.add_argument("--batch", type=int, default=20)
+    st.add_argument("--period", type=float, default=0.05, help="seconds between batches")
+    st.add_argument("--codes", type=int, help="cycle through this many codes, a new version each pass")
+    st.add_argument("--last", help="write each code's last acknowledged version here (with --codes)")
     args = parser.parse_args()
     if args.command == "sample":
         print(json.dumps(push_sample(args.url, args.prefix, args.repeat, until=args.until)))
     elif args.command == "steady":
-        steady(args.url, args.stop_file, args.out, args.acked, args.prefix)
+        steady(args.url, args.stop_file, args.out, args.acked, args.prefix, args.batch, args.period, args.codes, args.last)
     elif args.command == "predict":
         predict_until(args.predict_url, args.stop_file, args.out, args.threads)
     else:
