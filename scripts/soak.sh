@@ -72,9 +72,10 @@ for minute in $(seq $((MINUTES * 60 / KILL_EVERY - 1))); do
   if [ "$minute" -eq $((MINUTES * 60 / KILL_EVERY / 2)) ]; then
     victim=$(named_primary_pod || true) what="the Redis primary"
   else
+    # Redis replicas only while the Sentinels name the primary (it is not one of them).
     primary=$(named_primary_pod || true)
     victim=$( { k get pods -l 'app.kubernetes.io/component in (source,mart,model)' --field-selector=status.phase=Running -o name
-      k get pods -l app.kubernetes.io/component=redis -o name | grep -v "/$primary\$" || true; } | sed 's#^pod/##' | shuf -n 1) what="a random pod"
+      [ -z "$primary" ] || k get pods -l app.kubernetes.io/component=redis -o name | grep -v "/$primary\$" || true; } | sed 's#^pod/##' | shuf -n 1) what="a random pod"
   fi
   k delete pod "$victim" --grace-period=0 --force >/dev/null 2>&1 || true
   echo "$(date +%s) $victim $what" | tee -a "$ARTIFACTS/kills.txt"

@@ -8,7 +8,8 @@ soak.png (records acknowledged per second, each pod's memory, the kills).
 
 A pod's memory slope is the least-squares slope of its samples after its
 first two minutes (start-up, caches filling), for pods with at least five
-minutes of samples left; a component's slope is the median of its pods'
+minutes of samples left (a Redis pod killed and back under its name counts
+as a new pod from its kill); a component's slope is the median of its pods'
 (the pods are killed at random, so few live the whole soak). Fails when no
 component has a pod to measure."""
 
@@ -28,7 +29,7 @@ MIN_SPAN_S = 300
 
 
 def component(pod):
-    # lab8-mart-<replicaset>-<id>, lab8-redis-<ordinal>
+    # lab8-mart-<replicaset>-<id>, lab8-redis-<ordinal> [(life N)]
     parts = pod.split("-")
     return parts[1] if len(parts) > 1 else pod
 
@@ -51,6 +52,21 @@ def main():
     kills = [line.split(maxsplit=2) for line in open(art / "kills.txt") if line.strip()]
     loads = [json.load(open(art / f"load-{w}.json")) for w in range(1, writers + 1)]
     start = min(t for series in memory.values() for t, _ in series)
+
+    # A Redis pod comes back under its name: each life is a series of its own.
+    killed_at = collections.defaultdict(list)
+    for t, pod, _what in kills:
+        killed_at[pod].append(int(t))
+    lives = {}
+    for pod, series in memory.items():
+        bounds = sorted(killed_at[pod])
+        for life in range(len(bounds) + 1):
+            lo = bounds[life - 1] if life else float("-inf")
+            hi = bounds[life] if life < len(bounds) else float("inf")
+            part = [(t, m) for t, m in series if lo < t <= hi]
+            if part:
+                lives[pod if not life else f"{pod} (life {life + 1})"] = part
+    memory = lives
 
     per_component = collections.defaultdict(list)
     peaks = collections.defaultdict(float)
