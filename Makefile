@@ -45,7 +45,7 @@ e2e: ## The end-to-end test on that cluster (up, apply, test, tear down)
 	scripts/e2e.sh
 
 .PHONY: soak
-soak: ## 30 min at 2,000 records/s on the cluster, a pod killed every minute, one Redis failover (not in CI; artifacts/soak)
+soak: ## 30 min of steady load (SOAK_RATE, 2,000 records/s asked) on the cluster, a pod killed every minute, one Redis failover (not in CI; artifacts/soak)
 	scripts/soak.sh
 
 .PHONY: browser-test

@@ -621,6 +621,4 @@ acked_missing() { # how many acknowledged codes the mart does not hold
 check "every record acknowledged during the failovers ($(wc -l <"$ARTIFACTS/failover-acked.txt")) is in the mart" \
   test "$(acked_missing)" = 0
 check "cluster profiles add up to the mart after the failovers" wait_profiles
-check "profiles equal a rebuild from the tables (lab8-mart rebuild --check, as lab8-mart)" \
-  env REDIS_URL="redis://$REDIS_HOST:6379" REDIS_USERNAME=lab8-mart \
-  REDIS_PASSWORD="$(k get secret lab8-redis-users -o 'jsonpath={.data.lab8-mart}' | base64 -d)" "$LAB8_BIN/lab8-mart" rebuild --check
+check "profiles equal a rebuild from the tables (lab8-mart rebuild --check, as lab8-mart)" rebuild_check_as_mart

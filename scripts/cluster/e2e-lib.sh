@@ -163,4 +163,9 @@ log_has() { # log_has SELECTOR MESSAGE FIELD [SINCE]: some pod's log has a line 
   # No grep -q in a pipeline: its early exit would SIGPIPE the writer and fail the pipeline (pipefail).
   k logs -l "$1" --all-containers --tail=-1 ${4:+--since=$4} 2>/dev/null | grep -F "$2" | grep -F "\"$3\"" >/dev/null
 }
-
+# rebuild_check_as_mart: `lab8-mart rebuild --check` against the primary, as
+# the mart's ACL user: the profiles equal a rebuild from the tables.
+rebuild_check_as_mart() {
+  env REDIS_URL="redis://$REDIS_HOST:6379" REDIS_USERNAME=lab8-mart \
+    REDIS_PASSWORD="$(k get secret lab8-redis-users -o 'jsonpath={.data.lab8-mart}' | base64 -d)" "$LAB8_BIN/lab8-mart" rebuild --check
+}
